@@ -39,7 +39,11 @@ pub fn canonical_schema(dimension: u32) -> SchemaRef {
         Field::new(columns::ID, DataType::Utf8, false),
         Field::new(columns::DOCUMENT, DataType::Utf8, true),
         Field::new(columns::METADATA, DataType::Utf8, true),
-        Field::new(columns::EMBEDDING, DataType::FixedSizeList(embedding_item(), dimension as i32), false),
+        Field::new(
+            columns::EMBEDDING,
+            DataType::FixedSizeList(embedding_item(), dimension as i32),
+            false,
+        ),
     ]))
 }
 
@@ -55,9 +59,14 @@ pub fn check_schema(schema: &Schema) -> Result<u32, PluginError> {
         )));
     }
     for name in [columns::ID, columns::DOCUMENT, columns::METADATA] {
-        let field = schema.field_with_name(name).map_err(|e| PluginError::invalid_input(e.to_string()))?;
+        let field = schema
+            .field_with_name(name)
+            .map_err(|e| PluginError::invalid_input(e.to_string()))?;
         if field.data_type() != &DataType::Utf8 {
-            return Err(PluginError::invalid_input(format!("column '{name}' is {}, expected Utf8", field.data_type())));
+            return Err(PluginError::invalid_input(format!(
+                "column '{name}' is {}, expected Utf8",
+                field.data_type()
+            )));
         }
     }
     match schema.field(3).data_type() {
@@ -114,7 +123,10 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<Record>, PluginError>
             return Err(PluginError::invalid_input(format!("row {row} has a null id")));
         }
         if embeddings.is_null(row) {
-            return Err(PluginError::invalid_input(format!("record '{}' has a null embedding", ids.value(row))));
+            return Err(PluginError::invalid_input(format!(
+                "record '{}' has a null embedding",
+                ids.value(row)
+            )));
         }
         let start = embeddings.value_offset(row) as usize;
         let slice = &values.values()[start..start + dimension];
@@ -141,8 +153,18 @@ mod tests {
                 metadata: Some(r#"{"n":2,"f":2.0}"#.into()),
                 embedding: vec![1.0, -0.0, f32::MIN_POSITIVE],
             },
-            Record { id: "b".into(), document: Some(String::new()), metadata: None, embedding: vec![0.5, 0.25, 3.0] },
-            Record { id: "c".into(), document: None, metadata: Some("{}".into()), embedding: vec![9.0, 8.0, 7.0] },
+            Record {
+                id: "b".into(),
+                document: Some(String::new()),
+                metadata: None,
+                embedding: vec![0.5, 0.25, 3.0],
+            },
+            Record {
+                id: "c".into(),
+                document: None,
+                metadata: Some("{}".into()),
+                embedding: vec![9.0, 8.0, 7.0],
+            },
         ]
     }
 
@@ -168,7 +190,12 @@ mod tests {
     #[test]
     fn wrong_dimension_and_wrong_schema_are_refused() {
         let error = records_to_batch(&sample_records(), 4).expect_err("dimension 3 into 4");
-        assert!(error.message.contains("record 'a' has 3 dimensions, the collection has 4"), "{error}");
+        assert!(
+            error
+                .message
+                .contains("record 'a' has 3 dimensions, the collection has 4"),
+            "{error}"
+        );
         let schema = Schema::new(vec![Field::new("id", DataType::Utf8, false)]);
         let error = check_schema(&schema).expect_err("one column");
         assert!(error.message.contains("batch columns are [id]"), "{error}");
@@ -188,8 +215,13 @@ mod tests {
                 self.0.clone()
             }
         }
-        let mut reader = BatchStream::from_reader(Panicky(canonical_schema(2))).into_reader().expect("schema");
+        let mut reader = BatchStream::from_reader(Panicky(canonical_schema(2)))
+            .into_reader()
+            .expect("schema");
         let error = reader.next().expect("an item").expect_err("an error, not an abort");
-        assert!(error.to_string().contains("plugin panicked: reader exploded"), "{error}");
+        assert!(
+            error.to_string().contains("plugin panicked: reader exploded"),
+            "{error}"
+        );
     }
 }

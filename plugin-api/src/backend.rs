@@ -1,8 +1,8 @@
 //! The safe traits a plugin author implements.
 
 use crate::{
-    BatchStream, Capabilities, CollectionInfo, ExtractRequest, Hit, LoadRequest, LoadSummary,
-    OpenRequest, PluginError, StorageReport,
+    BatchStream, Capabilities, CollectionInfo, ExtractRequest, Hit, LoadRequest, LoadSummary, OpenRequest, PluginError,
+    StorageReport,
 };
 
 /// An open store. Every operation names the collection it works on.

@@ -82,7 +82,11 @@ pub struct PluginError {
 impl PluginError {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> PluginError {
-        PluginError { code, message: message.into(), help: None }
+        PluginError {
+            code,
+            message: message.into(),
+            help: None,
+        }
     }
 
     /// Adds a hint for the user.
@@ -108,7 +112,10 @@ impl PluginError {
 
     /// Shorthand for [`ErrorCode::Unsupported`], naming the operation.
     pub fn unsupported(operation: &str) -> PluginError {
-        PluginError::new(ErrorCode::Unsupported, format!("this plugin does not support {operation}"))
+        PluginError::new(
+            ErrorCode::Unsupported,
+            format!("this plugin does not support {operation}"),
+        )
     }
 
     /// An I/O error with the path it happened on.

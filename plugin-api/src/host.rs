@@ -76,19 +76,33 @@ impl LoadedPlugin {
 pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
     let header = lib_header_from_path(path).map_err(|error| match error {
         LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin { path: path.to_owned() },
-        other => LoadError::Open { path: path.to_owned(), reason: other.to_string() },
-    })?;
-    let module = header.init_root_module::<PluginModuleRef>().map_err(|error| match error {
-        LibraryError::IncompatibleVersionNumber { actual_version, .. } => LoadError::IncompatibleInterface {
+        other => LoadError::Open {
             path: path.to_owned(),
-            plugin: actual_version.to_string(),
-            host: INTERFACE_VERSION.to_owned(),
+            reason: other.to_string(),
         },
-        LibraryError::AbiInstability(detail) => LoadError::Layout { path: path.to_owned(), detail: detail.to_string() },
-        other => LoadError::Open { path: path.to_owned(), reason: other.to_string() },
     })?;
+    let module = header
+        .init_root_module::<PluginModuleRef>()
+        .map_err(|error| match error {
+            LibraryError::IncompatibleVersionNumber { actual_version, .. } => LoadError::IncompatibleInterface {
+                path: path.to_owned(),
+                plugin: actual_version.to_string(),
+                host: INTERFACE_VERSION.to_owned(),
+            },
+            LibraryError::AbiInstability(detail) => LoadError::Layout {
+                path: path.to_owned(),
+                detail: detail.to_string(),
+            },
+            other => LoadError::Open {
+                path: path.to_owned(),
+                reason: other.to_string(),
+            },
+        })?;
     let plugin_interface = header.version_strings().version.to_string();
-    Ok(LoadedPlugin { info: read_info(module, &plugin_interface), module })
+    Ok(LoadedPlugin {
+        info: read_info(module, &plugin_interface),
+        module,
+    })
 }
 
 /// The interface version the host was built with, as abi_stable records it.

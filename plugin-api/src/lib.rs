@@ -79,8 +79,8 @@ pub use error::{ErrorCode, PluginError};
 pub use ffi::BatchStream;
 pub use records::{Record, validate_metadata};
 pub use types::{
-    Access, Capabilities, CollectionInfo, DistanceMetric, ExtractRequest, Hit, LoadMode,
-    LoadRequest, LoadSummary, OpenRequest, PluginInfo, StorageReport,
+    Access, Capabilities, CollectionInfo, DistanceMetric, ExtractRequest, Hit, LoadMode, LoadRequest, LoadSummary,
+    OpenRequest, PluginInfo, StorageReport,
 };
 
 /// The version of this interface, which every plugin records when it is built.

@@ -28,14 +28,23 @@ pub fn validate_metadata(json: &str) -> Result<(), String> {
             Value::Array(items) => {
                 let kinds: Vec<&str> = items.iter().map(scalar_kind).collect();
                 if let Some(bad) = kinds.iter().find(|k| **k == "other") {
-                    return Err(format!("metadata key '{key}': array elements must be scalars, found {bad}"));
+                    return Err(format!(
+                        "metadata key '{key}': array elements must be scalars, found {bad}"
+                    ));
                 }
                 if kinds.windows(2).any(|w| w[0] != w[1]) {
-                    return Err(format!("metadata key '{key}': array mixes types ({})", kinds.join(", ")));
+                    return Err(format!(
+                        "metadata key '{key}': array mixes types ({})",
+                        kinds.join(", ")
+                    ));
                 }
             }
             Value::Null => return Err(format!("metadata key '{key}' is null (leave the key out instead)")),
-            Value::Object(_) => return Err(format!("metadata key '{key}' holds an object; only scalars and arrays are allowed")),
+            Value::Object(_) => {
+                return Err(format!(
+                    "metadata key '{key}' holds an object; only scalars and arrays are allowed"
+                ));
+            }
         }
     }
     Ok(())
@@ -68,7 +77,10 @@ mod tests {
 
     #[test]
     fn accepts_typed_scalars_and_homogeneous_arrays() {
-        check(r#"{"a": 1, "b": 2.0, "c": true, "d": "x", "e": [1, 2], "f": ["a"], "g": []}"#, Ok(()));
+        check(
+            r#"{"a": 1, "b": 2.0, "c": true, "d": "x", "e": [1, 2], "f": ["a"], "g": []}"#,
+            Ok(()),
+        );
     }
 
     #[test]

@@ -35,7 +35,11 @@ impl DistanceMetric {
                     norm_b += y * y;
                 }
                 let denominator = (norm_a * norm_b).sqrt();
-                if denominator == 0.0 { 1.0 } else { 1.0 - dot / denominator }
+                if denominator == 0.0 {
+                    1.0
+                } else {
+                    1.0 - dot / denominator
+                }
             }
         }
     }
@@ -123,7 +127,11 @@ impl Capabilities {
 
     /// The names of the capabilities in the set, in a fixed order.
     pub fn names(self) -> Vec<&'static str> {
-        Capabilities::NAMED.iter().filter(|(c, _)| self.contains(*c)).map(|(_, n)| *n).collect()
+        Capabilities::NAMED
+            .iter()
+            .filter(|(c, _)| self.contains(*c))
+            .map(|(_, n)| *n)
+            .collect()
     }
 
     /// The capability with this name, as written in manifests.

@@ -23,8 +23,8 @@ use abi_stable::{StableAbi, declare_root_module_statics, package_version_strings
 
 pub use self::stream::BatchStream;
 use crate::{
-    Backend, Capabilities, CollectionInfo, ErrorCode, ExtractRequest, Hit, LoadRequest, LoadSummary,
-    OpenRequest, Plugin, PluginError, PluginInfo, StorageReport,
+    Backend, Capabilities, CollectionInfo, ErrorCode, ExtractRequest, Hit, LoadRequest, LoadSummary, OpenRequest,
+    Plugin, PluginError, PluginInfo, StorageReport,
 };
 
 pub use abi_stable;
@@ -133,7 +133,9 @@ struct ExportedStore<B>(B);
 
 impl<B: Backend> FfiStore for ExportedStore<B> {
     fn list_collections(&self) -> RResult<RVec<RString>, FfiError> {
-        guard("list_collections", || Ok(self.0.list_collections()?.into_iter().map(RString::from).collect()))
+        guard("list_collections", || {
+            Ok(self.0.list_collections()?.into_iter().map(RString::from).collect())
+        })
     }
 
     fn describe(&self, collection: RStr<'_>) -> RResult<RString, FfiError> {
@@ -172,7 +174,13 @@ impl<B: Backend> FfiStore for ExportedStore<B> {
     fn query(&self, collection: RStr<'_>, vector: RSlice<'_, f32>, k: u32) -> RResult<RVec<FfiHit>, FfiError> {
         guard("query", || {
             let hits = self.0.query(collection.as_str(), vector.as_slice(), k)?;
-            Ok(hits.into_iter().map(|h| FfiHit { id: h.id.into(), distance: h.distance }).collect())
+            Ok(hits
+                .into_iter()
+                .map(|h| FfiHit {
+                    id: h.id.into(),
+                    distance: h.distance,
+                })
+                .collect())
         })
     }
 
@@ -181,7 +189,14 @@ impl<B: Backend> FfiStore for ExportedStore<B> {
     }
 
     fn files(&self, collection: RStr<'_>) -> RResult<RVec<RString>, FfiError> {
-        guard("files", || Ok(self.0.files(collection.as_str())?.into_iter().map(RString::from).collect()))
+        guard("files", || {
+            Ok(self
+                .0
+                .files(collection.as_str())?
+                .into_iter()
+                .map(RString::from)
+                .collect())
+        })
     }
 
     fn drop_collection(&self, collection: RStr<'_>) -> RResult<(), FfiError> {
@@ -207,7 +222,12 @@ pub fn plugin_info<P: Plugin>(manifest_toml: &'static str, plugin_version: &'sta
 
 /// An info block for in-process tests, which have no `plugin.toml` to embed.
 pub(crate) fn plugin_info_for_tests() -> FfiPluginInfo {
-    FfiPluginInfo { manifest_toml: "".into(), plugin_version: "0.0.0".into(), build_target: BUILD_TARGET.into(), capabilities: 0 }
+    FfiPluginInfo {
+        manifest_toml: "".into(),
+        plugin_version: "0.0.0".into(),
+        build_target: BUILD_TARGET.into(),
+        capabilities: 0,
+    }
 }
 
 /// The `PluginModule::open` function for plugin `P`.
@@ -276,8 +296,12 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<RString, PluginError> {
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, PluginError> {
-    serde_json::from_str(json)
-        .map_err(|e| PluginError::new(ErrorCode::Incompatible, format!("malformed {what} from the other side: {e}")))
+    serde_json::from_str(json).map_err(|e| {
+        PluginError::new(
+            ErrorCode::Incompatible,
+            format!("malformed {what} from the other side: {e}"),
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,13 +326,19 @@ fn reply<T>(result: RResult<T, FfiError>) -> Result<T, PluginError> {
     result.into_result().map_err(PluginError::from)
 }
 
-fn reply_json<T: serde::de::DeserializeOwned>(result: RResult<RString, FfiError>, what: &str) -> Result<T, PluginError> {
+fn reply_json<T: serde::de::DeserializeOwned>(
+    result: RResult<RString, FfiError>,
+    what: &str,
+) -> Result<T, PluginError> {
     from_json(reply(result)?.as_str(), what)
 }
 
 impl Backend for ForeignStore {
     fn list_collections(&self) -> Result<Vec<String>, PluginError> {
-        Ok(reply(self.inner.list_collections())?.into_iter().map(String::from).collect())
+        Ok(reply(self.inner.list_collections())?
+            .into_iter()
+            .map(String::from)
+            .collect())
     }
 
     fn describe(&self, collection: &str) -> Result<CollectionInfo, PluginError> {
@@ -340,7 +370,13 @@ impl Backend for ForeignStore {
 
     fn query(&self, collection: &str, vector: &[f32], k: u32) -> Result<Vec<Hit>, PluginError> {
         let hits = reply(self.inner.query(collection.into(), vector.into(), k))?;
-        Ok(hits.into_iter().map(|h| Hit { id: h.id.into(), distance: h.distance }).collect())
+        Ok(hits
+            .into_iter()
+            .map(|h| Hit {
+                id: h.id.into(),
+                distance: h.distance,
+            })
+            .collect())
     }
 
     fn storage(&self, collection: &str) -> Result<StorageReport, PluginError> {
@@ -348,7 +384,10 @@ impl Backend for ForeignStore {
     }
 
     fn files(&self, collection: &str) -> Result<Vec<String>, PluginError> {
-        Ok(reply(self.inner.files(collection.into()))?.into_iter().map(String::from).collect())
+        Ok(reply(self.inner.files(collection.into()))?
+            .into_iter()
+            .map(String::from)
+            .collect())
     }
 
     fn drop_collection(&self, collection: &str) -> Result<(), PluginError> {
@@ -371,7 +410,11 @@ pub fn read_info(module: PluginModuleRef, interface_version: &str) -> PluginInfo
 /// Builds the root module of plugin `P`; called once per library by abi_stable.
 pub fn root_module<P: Plugin>(info: extern "C" fn() -> FfiPluginInfo) -> PluginModuleRef {
     use abi_stable::prefix_type::PrefixTypeTrait;
-    PluginModule { info, open: open_store::<P> }.leak_into_prefix()
+    PluginModule {
+        info,
+        open: open_store::<P>,
+    }
+    .leak_into_prefix()
 }
 
 #[cfg(test)]
@@ -388,7 +431,11 @@ mod tests {
         let original = PluginError::new(ErrorCode::Corrupt, "header.bin: truncated").with_help("restore a backup");
         let back = PluginError::from(FfiError::from(original.clone()));
         assert_eq!(back, original);
-        let unknown = FfiError { code: 999, message: "x".into(), help: ROption::RNone };
+        let unknown = FfiError {
+            code: 999,
+            message: "x".into(),
+            help: ROption::RNone,
+        };
         assert_eq!(PluginError::from(unknown).code, ErrorCode::Internal);
     }
 
@@ -397,7 +444,11 @@ mod tests {
         let result: RResult<u32, FfiError> = guard("count", || panic!("boom at record 7"));
         let error = PluginError::from(result.into_result().expect_err("a panic must become an error"));
         assert_eq!(error.code, ErrorCode::Panic);
-        assert!(error.message.contains("plugin panicked in count: boom at record 7"), "{}", error.message);
+        assert!(
+            error.message.contains("plugin panicked in count: boom at record 7"),
+            "{}",
+            error.message
+        );
         assert!(error.message.contains("mod.rs"), "location missing: {}", error.message);
     }
 }

@@ -47,15 +47,16 @@ mod arrow_conversions {
 
     // A compile-time check that the mirror and arrow-rs's struct have the same size; `transmute`
     // below would not compile otherwise either, this just says why.
-    const _: () = assert!(
-        std::mem::size_of::<BatchStream>() == std::mem::size_of::<FFI_ArrowArrayStream>()
-    );
+    const _: () = assert!(std::mem::size_of::<BatchStream>() == std::mem::size_of::<FFI_ArrowArrayStream>());
 
     impl BatchStream {
         /// Exports a reader. A panic inside the reader becomes an Arrow error on the consumer's
         /// side instead of an abort.
         pub fn from_reader(reader: impl RecordBatchReader + Send + 'static) -> BatchStream {
-            let guarded = PanicGuardedReader { inner: Box::new(reader), poisoned: false };
+            let guarded = PanicGuardedReader {
+                inner: Box::new(reader),
+                poisoned: false,
+            };
             let stream = FFI_ArrowArrayStream::new(Box::new(guarded));
             // SAFETY: both types are `repr(C)` with the fields of the C `ArrowArrayStream` in the
             // same order, sizes and nullability; moving it is explicitly allowed by the C spec.
@@ -94,7 +95,9 @@ mod arrow_conversions {
                 Err(payload) => {
                     self.poisoned = true;
                     let message = panic_message(&*payload);
-                    Some(Err(ArrowError::ExternalError(format!("plugin panicked: {message}").into())))
+                    Some(Err(ArrowError::ExternalError(
+                        format!("plugin panicked: {message}").into(),
+                    )))
                 }
             }
         }
@@ -109,6 +112,10 @@ mod arrow_conversions {
     /// arrow-rs's exporter panics on messages containing NUL; keep them out.
     fn sanitize_error(error: ArrowError) -> ArrowError {
         let text = error.to_string();
-        if text.contains('\0') { ArrowError::ExternalError(text.replace('\0', "\\0").into()) } else { error }
+        if text.contains('\0') {
+            ArrowError::ExternalError(text.replace('\0', "\\0").into())
+        } else {
+            error
+        }
     }
 }
