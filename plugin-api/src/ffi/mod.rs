@@ -417,6 +417,22 @@ pub fn root_module<P: Plugin>(info: extern "C" fn() -> FfiPluginInfo) -> PluginM
     .leak_into_prefix()
 }
 
+/// The header abi_stable finds under [`ROOT_MODULE_SYMBOL`]; `constructor` must build a
+/// [`PluginModuleRef`], as the one `export_plugin!` generates does.
+pub const fn lib_header(
+    constructor: extern "C" fn() -> abi_stable::library::RootModuleResult,
+) -> abi_stable::library::LibHeader {
+    // SAFETY: `constructor` returns the erased `PrefixRef` of a `PluginModuleRef` (it is only
+    // ever `__ragged_plugin_root` from `export_plugin!`, which calls `root_module`), which is what
+    // `from_constructor::<PluginModuleRef>` requires.
+    unsafe {
+        abi_stable::library::LibHeader::from_constructor::<PluginModuleRef>(
+            constructor,
+            abi_stable::library::CheckTypeLayout::Yes,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,21 +466,5 @@ mod tests {
             error.message
         );
         assert!(error.message.contains("mod.rs"), "location missing: {}", error.message);
-    }
-}
-
-/// The header abi_stable finds under [`ROOT_MODULE_SYMBOL`]; `constructor` must build a
-/// [`PluginModuleRef`], as the one `export_plugin!` generates does.
-pub const fn lib_header(
-    constructor: extern "C" fn() -> abi_stable::library::RootModuleResult,
-) -> abi_stable::library::LibHeader {
-    // SAFETY: `constructor` returns the erased `PrefixRef` of a `PluginModuleRef` (it is only
-    // ever `__ragged_plugin_root` from `export_plugin!`, which calls `root_module`), which is what
-    // `from_constructor::<PluginModuleRef>` requires.
-    unsafe {
-        abi_stable::library::LibHeader::from_constructor::<PluginModuleRef>(
-            constructor,
-            abi_stable::library::CheckTypeLayout::Yes,
-        )
     }
 }

@@ -1,0 +1,332 @@
+//! `ragged backend ...`: migrate, verify, collections, generate.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use ragged_plugin_api::arrow::canonical_schema;
+use ragged_plugin_api::{Access, BatchStream, CollectionInfo, DistanceMetric, LoadMode, LoadRequest};
+
+use super::{EXIT_FINDINGS, EXIT_OK};
+use crate::context::Context;
+use crate::corpus::Corpus;
+use crate::migrate::{self, MigrateEvent, MigrateOptions};
+use crate::output::{Progress, print_json, print_text, status};
+use crate::store::{InStore, Store, StoreSpec, parse_options};
+use crate::verify;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BackendCommand {
+    /// Copy collections from one store to another, then verify every record.
+    #[command(
+        after_help = "Examples:\n  ragged backend migrate chroma:./chroma_db lance:./lancedb\n  \
+        ragged backend migrate parquet:./export chroma:./chroma_db --collection notes --batch-size 2000\n  \
+        ragged backend migrate chroma:./chroma_db leann:./indexes --target-option shape=compact --json"
+    )]
+    Migrate {
+        /// Where the records are (opened read-only), as BACKEND:LOCATION.
+        source: StoreSpec,
+        /// Where they go, as BACKEND:LOCATION.
+        target: StoreSpec,
+        /// Migrate only this collection (repeatable; default: all).
+        #[arg(long = "collection", value_name = "NAME")]
+        collections: Vec<String>,
+        /// Records per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: u32,
+        /// Skip the record-by-record comparison after loading.
+        #[arg(long)]
+        no_verify: bool,
+        #[command(flatten)]
+        options: StoreOptionArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Compare the collections of two stores record by record.
+    #[command(
+        after_help = "Examples:\n  ragged backend verify chroma:./chroma_db lance:./lancedb\n  \
+        ragged backend verify parquet:./export chroma:./chroma_db --collection notes --json\n\n\
+        Exit code 0 when everything matches, 1 when something differs."
+    )]
+    Verify {
+        /// The reference store.
+        source: StoreSpec,
+        /// The store checked against it.
+        target: StoreSpec,
+        /// Verify only this collection (repeatable; default: all of the reference store's).
+        #[arg(long = "collection", value_name = "NAME")]
+        collections: Vec<String>,
+        #[command(flatten)]
+        options: StoreOptionArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List a store's collections with their dimension, metric and count.
+    #[command(
+        after_help = "Examples:\n  ragged backend collections chroma:./chroma_db\n  ragged backend collections parquet:./export --json"
+    )]
+    Collections {
+        /// The store, as BACKEND:LOCATION.
+        store: StoreSpec,
+        /// Store option KEY=VALUE (repeatable).
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Write a deterministic synthetic collection (clustered vectors, documents, typed metadata).
+    #[command(
+        after_help = "Examples:\n  ragged backend generate parquet:./demo --collection notes --records 1000 --dim 384\n  \
+        ragged backend generate chroma:./chroma_db --collection faq --records 50000 --metric cosine --seed 7"
+    )]
+    Generate {
+        /// The store to write, as BACKEND:LOCATION.
+        store: StoreSpec,
+        /// The collection to create.
+        #[arg(long, default_value = "demo")]
+        collection: String,
+        /// Number of records.
+        #[arg(long, default_value_t = 1000)]
+        records: u64,
+        /// Embedding dimension.
+        #[arg(long = "dim", default_value_t = 384)]
+        dimension: u32,
+        /// Distance metric: l2, cosine or ip.
+        #[arg(long, default_value = "cosine")]
+        metric: DistanceMetric,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Store option KEY=VALUE (repeatable).
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// Store options for the two stores of a command.
+#[derive(Debug, Args)]
+pub(crate) struct StoreOptionArgs {
+    /// Option for the source store, KEY=VALUE (repeatable).
+    #[arg(long = "source-option", value_name = "KEY=VALUE")]
+    source_options: Vec<String>,
+    /// Option for the target store, KEY=VALUE (repeatable).
+    #[arg(long = "target-option", value_name = "KEY=VALUE")]
+    target_options: Vec<String>,
+}
+
+/// How results are shown.
+#[derive(Debug, Args)]
+pub(crate) struct OutputArgs {
+    /// Print a JSON report on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
+    match command {
+        BackendCommand::Migrate {
+            source,
+            target,
+            collections,
+            batch_size,
+            no_verify,
+            options,
+            output,
+        } => {
+            let source = Store::open(ctx, &source, &parse_options(&options.source_options)?, Access::ReadOnly)?;
+            let target = Store::open(
+                ctx,
+                &target,
+                &parse_options(&options.target_options)?,
+                Access::ReadWrite,
+            )?;
+            let migrate_options = MigrateOptions {
+                collections,
+                batch_size,
+                verify: !no_verify,
+            };
+            let report = migrate::migrate(
+                &source,
+                &target,
+                &migrate_options,
+                progress_printer(output.quiet || output.json),
+            )?;
+            if output.json {
+                print_json(&report)?;
+            } else {
+                let mut text = String::new();
+                for c in &report.collections {
+                    text.push_str(&format!(
+                        "{}: {} records in {:.2}s ({:.0} records/s)",
+                        c.name, c.records, c.seconds, c.records_per_second
+                    ));
+                    match &c.verification {
+                        Some(v) if v.ok => text.push_str(", verified: every record matches\n"),
+                        Some(v) => text.push_str(&format!(
+                            ", VERIFICATION FAILED: {} missing, {} extra, {} different ({})\n",
+                            v.missing,
+                            v.extra,
+                            v.different,
+                            v.first_mismatches.join(", ")
+                        )),
+                        None => text.push_str(", not verified\n"),
+                    }
+                }
+                print_text(&text)?;
+            }
+            Ok(if report.verified_ok() { EXIT_OK } else { EXIT_FINDINGS })
+        }
+        BackendCommand::Verify {
+            source,
+            target,
+            collections,
+            options,
+            output,
+        } => {
+            let source = Store::open(ctx, &source, &parse_options(&options.source_options)?, Access::ReadOnly)?;
+            let target = Store::open(ctx, &target, &parse_options(&options.target_options)?, Access::ReadOnly)?;
+            let names = if collections.is_empty() {
+                source
+                    .backend
+                    .list_collections()
+                    .in_store(&source, "list collections")?
+            } else {
+                collections
+            };
+            let results = names
+                .iter()
+                .map(|name| verify::compare_collection(&source, &target, name))
+                .collect::<Result<Vec<_>>>()?;
+            let ok = results.iter().all(|r| r.ok);
+            if output.json {
+                print_json(&serde_json::json!({ "ok": ok, "collections": results }))?;
+            } else {
+                let mut text = String::new();
+                for r in &results {
+                    text.push_str(&format!(
+                        "{}: {} ({} vs {} records, {} missing, {} extra, {} different{})\n",
+                        r.name,
+                        if r.ok { "match" } else { "DIFFERENT" },
+                        r.source_count,
+                        r.target_count,
+                        r.missing,
+                        r.extra,
+                        r.different,
+                        if r.description_matches {
+                            ""
+                        } else {
+                            ", dimension or metric differ"
+                        }
+                    ));
+                    for mismatch in &r.first_mismatches {
+                        text.push_str(&format!("  {mismatch}\n"));
+                    }
+                }
+                print_text(&text)?;
+            }
+            Ok(if ok { EXIT_OK } else { EXIT_FINDINGS })
+        }
+        BackendCommand::Collections { store, options, output } => {
+            let store = Store::open(ctx, &store, &parse_options(&options)?, Access::ReadOnly)?;
+            let names = store.backend.list_collections().in_store(&store, "list collections")?;
+            let infos = names
+                .iter()
+                .map(|name| {
+                    store
+                        .backend
+                        .describe(name)
+                        .in_store(&store, &format!("describe '{name}'"))
+                })
+                .collect::<Result<Vec<CollectionInfo>>>()?;
+            if output.json {
+                print_json(&infos)?;
+            } else {
+                let mut text = format!("{:<24} {:>10} {:>6} {:<7}\n", "COLLECTION", "RECORDS", "DIM", "METRIC");
+                for info in &infos {
+                    text.push_str(&format!(
+                        "{:<24} {:>10} {:>6} {:<7}\n",
+                        info.name, info.count, info.dimension, info.metric
+                    ));
+                }
+                print_text(&text)?;
+            }
+            Ok(EXIT_OK)
+        }
+        BackendCommand::Generate {
+            store,
+            collection,
+            records,
+            dimension,
+            metric,
+            seed,
+            options,
+            output,
+        } => {
+            let store = Store::open(ctx, &store, &parse_options(&options)?, Access::ReadWrite)?;
+            let corpus = Corpus {
+                records,
+                dimension,
+                clusters: 16,
+                seed,
+                metric,
+            };
+            let info = CollectionInfo {
+                name: collection.clone(),
+                dimension,
+                metric,
+                count: records,
+                embedding_model: None,
+                index_params: None,
+                metadata: serde_json::Map::from_iter([("generator".to_owned(), serde_json::json!("ragged"))]),
+                extras: serde_json::Map::new(),
+            };
+            let reader =
+                arrow_array::RecordBatchIterator::new(corpus.batches(0, 1000).map(Ok), canonical_schema(dimension));
+            let request = LoadRequest {
+                collection: info,
+                mode: LoadMode::Create,
+            };
+            let summary = store
+                .backend
+                .load(&request, BatchStream::from_reader(reader))
+                .in_store(&store, &format!("load '{collection}'"))?;
+            if output.json {
+                print_json(
+                    &serde_json::json!({ "store": store.spec.to_string(), "collection": collection, "records": summary.records_written }),
+                )?;
+            } else if !output.quiet {
+                status(&format!(
+                    "wrote {} records to {} in {}",
+                    summary.records_written, collection, store.spec
+                ));
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// Shows migration progress on stderr: a bar on a terminal, periodic lines otherwise.
+fn progress_printer(quiet: bool) -> migrate::ProgressFn {
+    let current: Arc<Mutex<Option<Progress>>> = Arc::new(Mutex::new(None));
+    Arc::new(move |event| {
+        let Ok(mut slot) = current.lock() else { return };
+        match event {
+            MigrateEvent::CollectionStarted { name, records } => *slot = Some(Progress::new(&name, records, quiet)),
+            MigrateEvent::Batch { records } => {
+                if let Some(progress) = slot.as_mut() {
+                    progress.advance(records);
+                }
+            }
+            MigrateEvent::CollectionLoaded => {
+                if let Some(progress) = slot.take() {
+                    progress.finish();
+                }
+            }
+        }
+    })
+}

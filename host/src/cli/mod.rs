@@ -1,0 +1,104 @@
+//! The command line: clap definitions and dispatch. The only module that knows the terminal.
+
+mod backend;
+mod plugin;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::LazyLock;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::context::Context;
+
+/// Everything went as asked.
+pub const EXIT_OK: u8 = 0;
+/// The command ran but found differences or failures (verify, plugin test), or refused.
+pub const EXIT_FINDINGS: u8 = 1;
+/// An error stopped the command.
+pub const EXIT_ERROR: u8 = 2;
+
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (plugin interface {})",
+        env!("CARGO_PKG_VERSION"),
+        ragged_plugin_api::INTERFACE_VERSION
+    )
+});
+
+/// Move vector collections between vector stores, safely.
+#[derive(Debug, Parser)]
+#[command(name = "ragged", version = VERSION.as_str(), propagate_version = true, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Use this directory as the user plugin directory (default: ~/.ragged/plugins).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+
+    /// More log output (-v info, -vv debug); RAGGED_LOG takes a full filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  ragged plugin list
+  ragged backend generate parquet:./demo --collection notes --records 1000 --dim 384
+  ragged backend migrate parquet:./demo chroma:./chroma_db
+  ragged backend verify parquet:./demo chroma:./chroma_db
+
+Exit codes: 0 success, 1 differences or failed checks, 2 error.";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Move, check and inspect stores.
+    #[command(subcommand)]
+    Backend(backend::BackendCommand),
+    /// List, install, create and test store plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let ctx = Context::from_env(cli.plugin_dir.as_deref())?;
+    let code = match cli.command {
+        Command::Backend(command) => backend::exec(&ctx, command)?,
+        Command::Plugin(command) => plugin::exec(&ctx, command)?,
+    };
+    Ok(ExitCode::from(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every subcommand explains itself and shows examples.
+    #[test]
+    fn every_subcommand_has_an_about_and_examples() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for group in cli.get_subcommands() {
+            for command in group.get_subcommands() {
+                let name = format!("{} {}", group.get_name(), command.get_name());
+                if command.get_about().is_none() {
+                    missing.push(format!("{name}: no about"));
+                }
+                if !command
+                    .get_after_help()
+                    .map(|h| h.to_string().contains("Example"))
+                    .unwrap_or(false)
+                {
+                    missing.push(format!("{name}: no examples"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
+        cli.debug_assert();
+    }
+}

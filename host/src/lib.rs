@@ -1,0 +1,26 @@
+//! ragged: moves vector collections between vector stores through store plugins.
+//!
+//! Code map (see docs/architecture.md for the invariants):
+//! - [`cli`]: clap definitions and one `exec` per subcommand; the only module that knows the terminal
+//!   and the command line.
+//! - [`context`]: where ragged keeps its files (home, plugin dirs), resolved once.
+//! - [`plugin_manager`]: discovers, validates, packages, installs and loads plugins; opens stores.
+//! - [`store`]: store specs (`BACKEND:LOCATION`) and an opened store.
+//! - [`migrate`], [`verify`]: the engines; they see only the safe `Backend` trait.
+//! - [`conformance`]: the checks `ragged plugin test` runs against any plugin.
+//! - [`corpus`]: deterministic synthetic collections for demos, tests and benchmarks.
+//! - [`records`]: reading canonical batches on the host side (digests, comparisons).
+//! - [`tree`]: digests of directory trees (proof that a store was left unchanged).
+//! - [`output`]: the one place that prints.
+
+pub mod cli;
+pub mod conformance;
+pub mod context;
+pub mod corpus;
+pub mod migrate;
+pub mod output;
+pub mod plugin_manager;
+pub mod records;
+pub mod store;
+pub mod tree;
+pub mod verify;
