@@ -48,6 +48,8 @@ pub fn package(library: &Path, out_dir: &Path) -> Result<PackageReport> {
         let file = File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
         let encoder = zstd::Encoder::new(file, 19)?.auto_finish();
         let mut archive = tar::Builder::new(encoder);
+        // Plain entries only: install accepts nothing else, and sparse entries surprise other tools.
+        archive.sparse(false);
         let manifest_text = manifest.to_toml();
         let mut header = tar::Header::new_gnu();
         header.set_size(manifest_text.len() as u64);
