@@ -14,7 +14,7 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::store::{InStore, Store};
-use crate::verify::{self, CollectionVerification};
+use crate::verify::{self, CollectionVerification, VerifyOptions};
 
 /// What to migrate and how.
 #[derive(Debug, Clone)]
@@ -23,8 +23,8 @@ pub struct MigrateOptions {
     pub collections: Vec<String>,
     /// Records per batch asked of the source.
     pub batch_size: u32,
-    /// Compare every record of source and target afterwards.
-    pub verify: bool,
+    /// Compare every record of source and target afterwards, with these options.
+    pub verify: Option<VerifyOptions>,
 }
 
 /// Called from whichever thread the target consumes batches on.
@@ -155,10 +155,9 @@ pub fn migrate(
             );
         }
         let seconds = started.elapsed().as_secs_f64();
-        let verification = if options.verify {
-            Some(verify::compare_collection(source, target, &name)?)
-        } else {
-            None
+        let verification = match &options.verify {
+            Some(verify_options) => Some(verify::compare_collection(source, target, &name, verify_options)?),
+            None => None,
         };
         collections.push(CollectionReport {
             name,

@@ -1,5 +1,7 @@
 //! The one place that prints: human text and progress to stderr, `--json` documents to stdout.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -25,13 +27,11 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 /// A status line on stderr (`ragged: ...`).
-#[allow(clippy::print_stderr)]
 pub fn status(message: &str) {
     eprintln!("{message}");
 }
 
 /// Prints an error with its chain of causes.
-#[allow(clippy::print_stderr)]
 pub fn print_error(error: &anyhow::Error) {
     eprintln!("error: {error}");
     for cause in error.chain().skip(1) {

@@ -38,9 +38,18 @@ pub fn canonical_metadata(metadata: Option<&str>) -> Option<String> {
     })
 }
 
-/// A digest of everything a record holds: id, document (null differs from empty), canonical
-/// metadata and the exact bits of the embedding.
-pub fn record_digest(record: &Record) -> [u8; 32] {
+/// Digests of a record: `content` covers the id, the document (null differs from empty) and the
+/// canonical metadata; `full` covers those and the exact bits of the embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordDigest {
+    /// Everything but the embedding.
+    pub content: [u8; 32],
+    /// Everything.
+    pub full: [u8; 32],
+}
+
+/// The digests of a record.
+pub fn record_digest(record: &Record) -> RecordDigest {
     let mut hasher = Sha256::new();
     hasher.update((record.id.len() as u64).to_le_bytes());
     hasher.update(record.id.as_bytes());
@@ -54,10 +63,32 @@ pub fn record_digest(record: &Record) -> [u8; 32] {
             }
         }
     }
+    let content: [u8; 32] = hasher.clone().finalize().into();
     for value in &record.embedding {
         hasher.update(value.to_bits().to_le_bytes());
     }
-    hasher.finalize().into()
+    RecordDigest {
+        content,
+        full: hasher.finalize().into(),
+    }
+}
+
+/// Cosine similarity of two vectors, in f64 so the measurement adds no rounding of its own.
+pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut norm_a, mut norm_b) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        norm_a += x * x;
+        norm_b += y * y;
+    }
+    if norm_a == 0.0 && norm_b == 0.0 {
+        1.0
+    } else if norm_a == 0.0 || norm_b == 0.0 || a.len() != b.len() {
+        0.0
+    } else {
+        dot / (norm_a.sqrt() * norm_b.sqrt())
+    }
 }
 
 #[cfg(test)]
@@ -78,6 +109,9 @@ mod tests {
         let base = record(Some(""), Some(r#"{"a":1,"b":2.0}"#), vec![0.0, 1.0]);
         let same_reordered = record(Some(""), Some(r#"{"b":2.0,"a":1}"#), vec![0.0, 1.0]);
         assert_eq!(record_digest(&base), record_digest(&same_reordered));
+        let vector_only = record(Some(""), Some(r#"{"a":1,"b":2.0}"#), vec![0.0, 1.0000001]);
+        assert_eq!(record_digest(&base).content, record_digest(&vector_only).content);
+        assert_ne!(record_digest(&base).full, record_digest(&vector_only).full);
         for different in [
             record(None, Some(r#"{"a":1,"b":2.0}"#), vec![0.0, 1.0]),
             record(Some(""), Some(r#"{"a":1,"b":2}"#), vec![0.0, 1.0]),
@@ -87,5 +121,16 @@ mod tests {
         ] {
             assert_ne!(record_digest(&base), record_digest(&different), "{different:?}");
         }
+    }
+
+    #[test]
+    fn cosine_similarity_is_measured_in_f64() {
+        assert_eq!(cosine_similarity(&[1.0, 0.0], &[2.0, 0.0]), 1.0);
+        assert_eq!(cosine_similarity(&[1.0, 0.0], &[0.0, 3.0]), 0.0);
+        assert_eq!(cosine_similarity(&[0.0, 0.0], &[0.0, 0.0]), 1.0);
+        assert_eq!(cosine_similarity(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+        let one_ulp = f32::from_bits(1.0f32.to_bits() + 1);
+        let similarity = cosine_similarity(&[1.0, 1.0], &[one_ulp, 1.0]);
+        assert!(similarity < 1.0 && similarity > 0.999_999_999_999, "{similarity}");
     }
 }

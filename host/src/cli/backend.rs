@@ -13,7 +13,7 @@ use crate::corpus::Corpus;
 use crate::migrate::{self, MigrateEvent, MigrateOptions};
 use crate::output::{Progress, print_json, print_text, status};
 use crate::store::{InStore, Store, StoreSpec, parse_options};
-use crate::verify;
+use crate::verify::{self, CollectionVerification, VerifyOptions};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BackendCommand {
@@ -38,6 +38,8 @@ pub(crate) enum BackendCommand {
         #[arg(long)]
         no_verify: bool,
         #[command(flatten)]
+        strictness: StrictnessArgs,
+        #[command(flatten)]
         options: StoreOptionArgs,
         #[command(flatten)]
         output: OutputArgs,
@@ -56,6 +58,8 @@ pub(crate) enum BackendCommand {
         /// Verify only this collection (repeatable; default: all of the reference store's).
         #[arg(long = "collection", value_name = "NAME")]
         collections: Vec<String>,
+        #[command(flatten)]
+        strictness: StrictnessArgs,
         #[command(flatten)]
         options: StoreOptionArgs,
         #[command(flatten)]
@@ -116,6 +120,25 @@ pub(crate) struct StoreOptionArgs {
     target_options: Vec<String>,
 }
 
+/// How strictly records are compared.
+#[derive(Debug, Args)]
+pub(crate) struct StrictnessArgs {
+    /// Require every vector to match bit for bit (by default a vector a store keeps only
+    /// approximately, such as Chroma's cosine collections, matches within 1e-6 of cosine 1).
+    #[arg(long)]
+    exact_vectors: bool,
+}
+
+impl StrictnessArgs {
+    fn options(&self) -> VerifyOptions {
+        if self.exact_vectors {
+            VerifyOptions { vector_tolerance: 0.0 }
+        } else {
+            VerifyOptions::default()
+        }
+    }
+}
+
 /// How results are shown.
 #[derive(Debug, Args)]
 pub(crate) struct OutputArgs {
@@ -135,6 +158,7 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
             collections,
             batch_size,
             no_verify,
+            strictness,
             options,
             output,
         } => {
@@ -148,7 +172,7 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
             let migrate_options = MigrateOptions {
                 collections,
                 batch_size,
-                verify: !no_verify,
+                verify: (!no_verify).then(|| strictness.options()),
             };
             let report = migrate::migrate(
                 &source,
@@ -166,14 +190,7 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
                         c.name, c.records, c.seconds, c.records_per_second
                     ));
                     match &c.verification {
-                        Some(v) if v.ok => text.push_str(", verified: every record matches\n"),
-                        Some(v) => text.push_str(&format!(
-                            ", VERIFICATION FAILED: {} missing, {} extra, {} different ({})\n",
-                            v.missing,
-                            v.extra,
-                            v.different,
-                            v.first_mismatches.join(", ")
-                        )),
+                        Some(v) => text.push_str(&format!(", {}\n", verification_summary(v))),
                         None => text.push_str(", not verified\n"),
                     }
                 }
@@ -185,6 +202,7 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
             source,
             target,
             collections,
+            strictness,
             options,
             output,
         } => {
@@ -200,7 +218,7 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
             };
             let results = names
                 .iter()
-                .map(|name| verify::compare_collection(&source, &target, name))
+                .map(|name| verify::compare_collection(&source, &target, name, &strictness.options()))
                 .collect::<Result<Vec<_>>>()?;
             let ok = results.iter().all(|r| r.ok);
             if output.json {
@@ -209,18 +227,15 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
                 let mut text = String::new();
                 for r in &results {
                     text.push_str(&format!(
-                        "{}: {} ({} vs {} records, {} missing, {} extra, {} different{})\n",
+                        "{}: {} vs {} records, {}{}\n",
                         r.name,
-                        if r.ok { "match" } else { "DIFFERENT" },
                         r.source_count,
                         r.target_count,
-                        r.missing,
-                        r.extra,
-                        r.different,
+                        verification_summary(r),
                         if r.description_matches {
                             ""
                         } else {
-                            ", dimension or metric differ"
+                            "; dimension or metric differ"
                         }
                     ));
                     for mismatch in &r.first_mismatches {
@@ -307,6 +322,28 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
             }
             Ok(EXIT_OK)
         }
+    }
+}
+
+/// One line about a collection's verification.
+fn verification_summary(v: &CollectionVerification) -> String {
+    if !v.ok {
+        return format!(
+            "VERIFICATION FAILED: {} missing, {} extra, {} different ({})",
+            v.missing,
+            v.extra,
+            v.different,
+            v.first_mismatches.join(", ")
+        );
+    }
+    match v.min_vector_cosine {
+        Some(cosine) if v.approximate > 0 => format!(
+            "verified: every record matches ({} exact; {} with vectors not bit-exact, largest cosine distance {:.1e})",
+            v.exact,
+            v.approximate,
+            1.0 - cosine
+        ),
+        _ => "verified: every record matches".to_owned(),
     }
 }
 

@@ -1,0 +1,9 @@
+//! Cross-crate tests: the built `ragged` binary with real plugin libraries loaded at run time.
+
+#![allow(clippy::unwrap_used)]
+
+mod abi_compat;
+mod migrate;
+mod panics;
+mod plugin_cli;
+mod third_party;
