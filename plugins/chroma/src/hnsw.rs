@@ -1,0 +1,332 @@
+//! Chroma's HNSW segment files (its hnswlib fork, persistence version 1): `header.bin`,
+//! `data_level0.bin` (memory-mapped, never loaded whole) and `length.bin`.
+//!
+//! Only what reading vectors needs is parsed; the graph links are skipped. Every size is checked
+//! against the files before a byte is read, so truncated files are refused by name.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use ragged_plugin_api::PluginError;
+
+/// `header.bin` is exactly this long: 14 packed little-endian fields.
+pub const HEADER_LEN: usize = 100;
+
+/// The fields of `header.bin`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    pub version: i32,
+    pub offset_level0: u64,
+    pub max_elements: u64,
+    pub cur_element_count: u64,
+    pub size_data_per_element: u64,
+    pub label_offset: u64,
+    pub offset_data: u64,
+    pub max_level: i32,
+    pub enter_point: u32,
+    pub max_m: u64,
+    pub max_m0: u64,
+    pub m: u64,
+    pub mult: f64,
+    pub ef_construction: u64,
+}
+
+fn corrupt(path: &Path, problem: impl std::fmt::Display) -> PluginError {
+    PluginError::corrupt(format!("{}: {problem}", path.display()))
+}
+
+impl Header {
+    /// Parses and checks a header for vectors of `dimension` floats.
+    pub fn parse(bytes: &[u8], dimension: usize, path: &Path) -> Result<Header, PluginError> {
+        if bytes.len() != HEADER_LEN {
+            return Err(corrupt(path, format!("{} bytes, expected {HEADER_LEN}", bytes.len())));
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]));
+        let header = Header {
+            version: u32_at(0) as i32,
+            offset_level0: u64_at(4),
+            max_elements: u64_at(12),
+            cur_element_count: u64_at(20),
+            size_data_per_element: u64_at(28),
+            label_offset: u64_at(36),
+            offset_data: u64_at(44),
+            max_level: u32_at(52) as i32,
+            enter_point: u32_at(56),
+            max_m: u64_at(60),
+            max_m0: u64_at(68),
+            m: u64_at(76),
+            mult: f64::from_bits(u64_at(84)),
+            ef_construction: u64_at(92),
+        };
+        if header.version != 1 {
+            return Err(corrupt(
+                path,
+                format!("unknown hnsw persistence version {} (expected 1)", header.version),
+            ));
+        }
+        let vector_bytes = 4 * dimension as u64;
+        let consistent = header.offset_level0 == 0
+            && header.offset_data == 4 + 4 * header.max_m0
+            && header.label_offset.checked_sub(header.offset_data) == Some(vector_bytes)
+            && header.size_data_per_element == header.label_offset + 8
+            && header.cur_element_count <= header.max_elements;
+        if !consistent {
+            return Err(corrupt(
+                path,
+                format!(
+                    "inconsistent header for dimension {dimension} (offset_data {}, label_offset {}, \
+                     size_data_per_element {}, maxM0 {}, {} of {} elements)",
+                    header.offset_data,
+                    header.label_offset,
+                    header.size_data_per_element,
+                    header.max_m0,
+                    header.cur_element_count,
+                    header.max_elements
+                ),
+            ));
+        }
+        Ok(header)
+    }
+}
+
+/// The persisted vectors of one segment, read through a read-only memory map.
+pub struct Level0 {
+    path: PathBuf,
+    header: Header,
+    data: Option<Mmap>,
+    /// The norms from `length.bin`, only for cosine collections (elsewhere the file is garbage).
+    lengths: Option<Vec<f32>>,
+    dimension: usize,
+}
+
+impl Level0 {
+    /// Opens the files of the segment directory `dir`.
+    pub fn open(dir: &Path, dimension: usize, cosine: bool) -> Result<Level0, PluginError> {
+        let header_path = dir.join("header.bin");
+        let bytes = std::fs::read(&header_path).map_err(|e| PluginError::io(&header_path, &e))?;
+        let header = Header::parse(&bytes, dimension, &header_path)?;
+        let path = dir.join("data_level0.bin");
+        let file = File::open(&path).map_err(|e| PluginError::io(&path, &e))?;
+        let needed = header
+            .cur_element_count
+            .checked_mul(header.size_data_per_element)
+            .ok_or_else(|| corrupt(&header_path, "element count overflows"))?;
+        let actual = file.metadata().map_err(|e| PluginError::io(&path, &e))?.len();
+        if actual < needed {
+            return Err(corrupt(
+                &path,
+                format!(
+                    "truncated: {actual} bytes, header.bin needs {needed} ({} elements of {} bytes)",
+                    header.cur_element_count, header.size_data_per_element
+                ),
+            ));
+        }
+        let data = if needed == 0 {
+            None
+        } else {
+            // The one `unsafe` of the crate: memmap2 cannot prove the file stays unchanged.
+            // SAFETY: the map is read-only and private to this process. Chroma must not be
+            // running on the directory (documented, and checked where the platform allows), so
+            // nobody truncates or rewrites the file while it is mapped; every access below stays
+            // within `needed` bytes, which the file was checked to hold.
+            #[allow(unsafe_code)]
+            let map = unsafe { Mmap::map(&file) };
+            Some(map.map_err(|e| PluginError::io(&path, &e))?)
+        };
+        let lengths = if cosine {
+            let length_path = dir.join("length.bin");
+            let raw = std::fs::read(&length_path).map_err(|e| PluginError::io(&length_path, &e))?;
+            let count = header.cur_element_count as usize;
+            if raw.len() < 4 * count {
+                return Err(corrupt(
+                    &length_path,
+                    format!("truncated: {} bytes, {count} norms needed", raw.len()),
+                ));
+            }
+            Some(
+                raw[..4 * count]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        Ok(Level0 {
+            path,
+            header,
+            data,
+            lengths,
+            dimension,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The number of elements ever inserted (deleted ones included).
+    pub fn len(&self) -> usize {
+        self.header.cur_element_count as usize
+    }
+
+    /// Whether no element was ever inserted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn element(&self, internal: usize) -> &[u8] {
+        let size = self.header.size_data_per_element as usize;
+        match &self.data {
+            Some(data) if internal < self.len() => &data[internal * size..(internal + 1) * size],
+            _ => &[],
+        }
+    }
+
+    /// Whether hnswlib's delete mark is set on an element.
+    pub fn is_deleted(&self, internal: usize) -> bool {
+        self.element(internal).get(2).is_some_and(|flags| flags & 1 == 1)
+    }
+
+    /// The label (chroma's numeric id for the record) of an element.
+    pub fn label(&self, internal: usize) -> u64 {
+        let at = self.header.label_offset as usize;
+        self.element(internal)
+            .get(at..at + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    }
+
+    /// The vector chroma returns for an element: the stored one, scaled back by its norm for
+    /// cosine (hnswlib stores unit vectors). Fails when a cosine vector is not unit length, which
+    /// means the space was resolved wrongly or the file is damaged.
+    pub fn vector(&self, internal: usize) -> Result<Vec<f32>, PluginError> {
+        let at = self.header.offset_data as usize;
+        let bytes = self
+            .element(internal)
+            .get(at..at + 4 * self.dimension)
+            .ok_or_else(|| corrupt(&self.path, format!("element {internal} is out of range")))?;
+        let mut vector: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if let Some(lengths) = &self.lengths {
+            let norm: f64 = vector.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+            if norm != 0.0 && (norm - 1.0).abs() > 1e-3 {
+                return Err(corrupt(
+                    &self.path,
+                    format!("element {internal} of a cosine index is not a unit vector (norm {norm})"),
+                ));
+            }
+            let length = lengths.get(internal).copied().unwrap_or(0.0);
+            for x in &mut vector {
+                *x *= length;
+            }
+        }
+        Ok(vector)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Builds the files of a segment the way hnswlib lays them out (no graph links).
+    pub(crate) fn write_segment(dir: &Path, dimension: usize, elements: &[(u64, bool, Vec<f32>)], norms: &[f32]) {
+        let max_m0 = 4u64;
+        let offset_data = 4 + 4 * max_m0;
+        let label_offset = offset_data + 4 * dimension as u64;
+        let size = label_offset + 8;
+        let mut header = Vec::new();
+        header.extend_from_slice(&1i32.to_le_bytes());
+        for v in [0u64, 16, elements.len() as u64, size, label_offset, offset_data] {
+            header.extend_from_slice(&v.to_le_bytes());
+        }
+        header.extend_from_slice(&0i32.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        for v in [2u64, max_m0, 2] {
+            header.extend_from_slice(&v.to_le_bytes());
+        }
+        header.extend_from_slice(&(1.0f64 / 2f64.ln()).to_le_bytes());
+        header.extend_from_slice(&100u64.to_le_bytes());
+        assert_eq!(header.len(), HEADER_LEN);
+        std::fs::write(dir.join("header.bin"), header).expect("header");
+        let mut data = Vec::new();
+        for (label, deleted, vector) in elements {
+            let mut element = vec![0u8; size as usize];
+            element[2] = u8::from(*deleted);
+            for (k, x) in vector.iter().enumerate() {
+                let at = offset_data as usize + 4 * k;
+                element[at..at + 4].copy_from_slice(&x.to_le_bytes());
+            }
+            element[label_offset as usize..].copy_from_slice(&label.to_le_bytes());
+            data.extend_from_slice(&element);
+        }
+        // A pre-allocated slot past the count holds garbage and must be ignored.
+        data.extend_from_slice(&vec![0xAB; size as usize]);
+        std::fs::write(dir.join("data_level0.bin"), data).expect("data");
+        let lengths: Vec<u8> = norms.iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(dir.join("length.bin"), lengths).expect("lengths");
+        std::fs::write(dir.join("link_lists.bin"), []).expect("links");
+    }
+
+    #[test]
+    fn reads_labels_delete_marks_and_vectors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let elements = vec![
+            (1, false, vec![1.0, 2.0]),
+            (2, true, vec![3.0, 4.0]),
+            (3, false, vec![-0.0, 5.5]),
+        ];
+        write_segment(dir.path(), 2, &elements, &[]);
+        let level0 = Level0::open(dir.path(), 2, false).expect("opens");
+        assert_eq!(level0.len(), 3);
+        assert_eq!((level0.label(0), level0.label(2)), (1, 3));
+        assert_eq!(
+            (level0.is_deleted(0), level0.is_deleted(1), level0.is_deleted(2)),
+            (false, true, false)
+        );
+        let v = level0.vector(2).expect("vector");
+        assert_eq!(v[0].to_bits(), (-0.0f32).to_bits());
+        assert_eq!(v[1], 5.5);
+    }
+
+    #[test]
+    fn cosine_vectors_are_scaled_by_length_bin() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_segment(dir.path(), 2, &[(1, false, vec![0.6, 0.8])], &[10.0]);
+        let level0 = Level0::open(dir.path(), 2, true).expect("opens");
+        assert_eq!(level0.vector(0).expect("vector"), vec![0.6f32 * 10.0, 0.8f32 * 10.0]);
+        write_segment(dir.path(), 2, &[(1, false, vec![3.0, 4.0])], &[1.0]);
+        let level0 = Level0::open(dir.path(), 2, true).expect("opens");
+        let error = level0.vector(0).expect_err("not unit");
+        assert!(error.message.contains("not a unit vector"), "{error}");
+    }
+
+    #[test]
+    fn truncated_and_inconsistent_files_are_corrupt_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_segment(
+            dir.path(),
+            2,
+            &[(1, false, vec![1.0, 2.0]), (2, false, vec![3.0, 4.0])],
+            &[],
+        );
+        let error = Level0::open(dir.path(), 3, false).err().expect("wrong dimension");
+        assert!(
+            error
+                .message
+                .contains("header.bin: inconsistent header for dimension 3"),
+            "{error}"
+        );
+        let data = dir.path().join("data_level0.bin");
+        let bytes = std::fs::read(&data).expect("read");
+        std::fs::write(&data, &bytes[..30]).expect("truncate");
+        let error = Level0::open(dir.path(), 2, false).err().expect("truncated");
+        assert!(error.message.contains("data_level0.bin: truncated"), "{error}");
+        std::fs::write(dir.path().join("header.bin"), [1u8; 40]).expect("short header");
+        let error = Level0::open(dir.path(), 2, false).err().expect("short");
+        assert!(error.message.contains("header.bin: 40 bytes, expected 100"), "{error}");
+    }
+}

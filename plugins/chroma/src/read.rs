@@ -1,0 +1,555 @@
+//! Reading a collection exactly as chroma's `collection.get()` returns it.
+//!
+//! A collection's records live in three places: the metadata segment (sqlite tables, ids and
+//! metadata already applied), the HNSW files (vectors persisted so far) and the write-ahead log
+//! (`embeddings_queue`: operations not yet applied to one or both). Reading builds a *plan* first:
+//! for every surviving record, in chroma's order, where its base metadata row is, which log rows
+//! change its metadata, and where its vector is. The plan holds ids and row numbers only; batches
+//! then fetch documents, metadata and vectors for a slice of the plan, so memory stays bounded by
+//! the batch size plus a few words per record.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ragged_plugin_api::arrow::arrow_array::RecordBatch;
+use ragged_plugin_api::arrow::arrow_schema::{ArrowError, SchemaRef};
+use ragged_plugin_api::arrow::{canonical_schema, records_to_batch};
+use ragged_plugin_api::{DistanceMetric, PluginError, Record};
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::hnsw::Level0;
+use crate::layout::Collection;
+use crate::sqlite::{classify, scalar, seq_id, table_exists};
+use crate::value::{DOCUMENT_KEY, MetaValue, Metadata, metadata_to_json};
+use crate::wal::{Operation, apply_update, cosine_round_trip, decode_vector, parse_metadata, topic};
+use crate::{pickle, sqlite};
+
+/// Where a record's vector comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum VectorSource {
+    /// An element of `data_level0.bin` (internal id).
+    Hnsw(u32),
+    /// The `vector` of a log row (seq id).
+    Log(i64),
+}
+
+/// One record of the plan.
+#[derive(Debug, Clone)]
+struct Entry {
+    id: String,
+    /// chroma's row number (`embeddings.id`): the sort key, and the key of the base metadata
+    /// when `has_base`.
+    offset_id: i64,
+    has_base: bool,
+    /// Log rows whose metadata is merged into the base, in order.
+    metadata_ops: Vec<i64>,
+    vector: Option<VectorSource>,
+}
+
+/// The records of one collection in chroma's order, ready to be read in slices.
+pub struct Plan {
+    pub collection: Collection,
+    entries: Vec<Entry>,
+    level0: Option<Level0>,
+    db: PathBuf,
+    has_array_table: bool,
+    /// Log rows read while planning (for diagnostics and the storage report).
+    pub log_rows: u64,
+}
+
+fn corrupt_at(db: &Path, what: impl std::fmt::Display) -> PluginError {
+    PluginError::corrupt(format!("{}: {what}", db.display()))
+}
+
+/// One parsed log row.
+struct LogRow {
+    seq: i64,
+    operation: Operation,
+    id: String,
+    has_vector: bool,
+    has_metadata: bool,
+}
+
+impl Plan {
+    /// Builds the plan: validates every log row chroma would read, so a row that would make
+    /// chroma fail is refused here too.
+    pub fn build(conn: &Connection, root: &Path, collection: &Collection) -> Result<Plan, PluginError> {
+        let db = sqlite::db_path(root);
+        let err = |e| classify(&db, e);
+        let max_seq = |segment: &str| -> Result<i64, PluginError> {
+            conn.query_row("SELECT seq_id FROM max_seq_id WHERE segment_id=?1", [segment], |r| {
+                Ok(seq_id(r.get_ref(0)?))
+            })
+            .optional()
+            .map_err(err)?
+            .transpose()
+            .map_err(|e| corrupt_at(&db, format!("max_seq_id of segment {segment}: {e}")))
+            .map(|v| v.unwrap_or(0))
+        };
+        let metadata_max = max_seq(&collection.metadata_segment)?;
+        let mut vector_max = max_seq(&collection.vector_segment)?;
+        let has_array_table = table_exists(conn, &db, "embedding_metadata_array")?;
+
+        // Persisted vectors: the pickle maps ids to labels, data_level0 maps labels to elements.
+        let cosine = collection.space == DistanceMetric::Cosine;
+        let mut level0 = None;
+        let mut vectors: HashMap<String, VectorSource> = HashMap::new();
+        let segment_dir = collection.segment_dir(root);
+        let pickle_path = segment_dir.join(pickle::FILE);
+        if let Some(dimension) = collection.dimension
+            && collection.vector_persisted
+            && pickle_path.is_file()
+        {
+            let id_to_label = pickle::read_id_to_label(&pickle_path)?;
+            if !id_to_label.is_empty() {
+                let files = Level0::open(&segment_dir, dimension as usize, cosine)?;
+                let mut label_to_internal = HashMap::with_capacity(files.len());
+                for internal in 0..files.len() {
+                    if !files.is_deleted(internal) {
+                        label_to_internal.insert(files.label(internal), internal as u32);
+                    }
+                }
+                for (id, label) in id_to_label {
+                    let Some(internal) = label_to_internal.get(&label) else {
+                        return Err(corrupt_at(
+                            &segment_dir.join("data_level0.bin"),
+                            format!(
+                                "label {label} of id '{id}' (from {}) is not a live element",
+                                pickle::FILE
+                            ),
+                        ));
+                    };
+                    vectors.insert(id, VectorSource::Hnsw(*internal));
+                }
+                level0 = Some(files);
+            }
+        }
+        if level0.is_none() {
+            // Chroma treats a segment without a persisted id map as uninitialised and replays the
+            // whole log into it.
+            vector_max = 0;
+        }
+
+        // The metadata segment's rows.
+        let mut records: HashMap<String, Entry> = HashMap::new();
+        {
+            let mut statement = conn
+                .prepare("SELECT id, embedding_id FROM embeddings WHERE segment_id=?1 ORDER BY id")
+                .map_err(err)?;
+            let mut rows = statement.query([&collection.metadata_segment]).map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
+                let offset_id: i64 = row.get(0).map_err(err)?;
+                let id: String = row.get(1).map_err(err)?;
+                records.insert(
+                    id.clone(),
+                    Entry {
+                        id,
+                        offset_id,
+                        has_base: true,
+                        metadata_ops: Vec::new(),
+                        vector: None,
+                    },
+                );
+            }
+        }
+
+        // The log tail; chroma replays nothing while the collection has no dimension.
+        let mut log_rows = 0u64;
+        if let Some(dimension) = collection.dimension {
+            let mut next_offset: i64 = conn
+                .query_row("SELECT coalesce(max(id), 0) FROM embeddings", [], |r| r.get(0))
+                .map_err(err)?;
+            next_offset += 1;
+            let start = metadata_max.min(vector_max);
+            let mut statement = conn
+                .prepare(
+                    "SELECT seq_id, operation, id, vector, encoding, metadata FROM embeddings_queue \
+                     WHERE topic=?1 AND seq_id>?2 \
+                     AND CAST(strftime('%s', created_at) AS INTEGER) <= 9223372036 ORDER BY seq_id",
+                )
+                .map_err(err)?;
+            let mut rows = statement
+                .query(rusqlite::params![topic(&collection.id), start])
+                .map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
+                let parsed = check_log_row(row, dimension as usize).map_err(|problem| {
+                    corrupt_at(
+                        &db,
+                        format!("embeddings_queue of collection '{}': {problem}", collection.name),
+                    )
+                })?;
+                log_rows += 1;
+                let LogRow {
+                    seq,
+                    operation,
+                    id,
+                    has_vector,
+                    has_metadata,
+                } = parsed;
+                if seq > metadata_max {
+                    match operation {
+                        Operation::Add | Operation::Upsert if !records.contains_key(&id) => {
+                            records.insert(
+                                id.clone(),
+                                Entry {
+                                    id: id.clone(),
+                                    offset_id: next_offset,
+                                    has_base: false,
+                                    metadata_ops: if has_metadata { vec![seq] } else { Vec::new() },
+                                    vector: None,
+                                },
+                            );
+                            next_offset += 1;
+                        }
+                        Operation::Add | Operation::BackfillFn => {}
+                        Operation::Update | Operation::Upsert => {
+                            if let Some(entry) = records.get_mut(&id)
+                                && has_metadata
+                            {
+                                entry.metadata_ops.push(seq);
+                            }
+                        }
+                        Operation::Delete => {
+                            records.remove(&id);
+                        }
+                    }
+                }
+                if seq > vector_max {
+                    let missing = || {
+                        corrupt_at(
+                            &db,
+                            format!(
+                                "embeddings_queue seq {seq}: {operation:?} of '{id}' without a vector \
+                                 (chroma cannot read this collection either)"
+                            ),
+                        )
+                    };
+                    match operation {
+                        Operation::Add if !vectors.contains_key(&id) => {
+                            if !has_vector {
+                                return Err(missing());
+                            }
+                            vectors.insert(id, VectorSource::Log(seq));
+                        }
+                        Operation::Update if has_vector && vectors.contains_key(&id) => {
+                            vectors.insert(id, VectorSource::Log(seq));
+                        }
+                        Operation::Upsert => {
+                            if !has_vector {
+                                return Err(missing());
+                            }
+                            vectors.insert(id, VectorSource::Log(seq));
+                        }
+                        Operation::Delete => {
+                            vectors.remove(&id);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+
+        let mut entries: Vec<Entry> = records.into_values().collect();
+        entries.sort_by_key(|e| e.offset_id);
+        if collection.dimension.is_some() {
+            for entry in &mut entries {
+                entry.vector = vectors.get(&entry.id).copied();
+                if entry.vector.is_none() {
+                    return Err(corrupt_at(
+                        &db,
+                        format!(
+                            "collection '{}': record '{}' has no vector in {} or the log",
+                            collection.name,
+                            entry.id,
+                            segment_dir.display()
+                        ),
+                    ));
+                }
+            }
+        } else if !entries.is_empty() {
+            return Err(corrupt_at(
+                &db,
+                format!("collection '{}' has records but no dimension", collection.name),
+            ));
+        }
+        Ok(Plan {
+            collection: collection.clone(),
+            entries,
+            level0,
+            db,
+            has_array_table,
+            log_rows,
+        })
+    }
+
+    /// The number of records, as chroma's `count()` reports it.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the collection has no records.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The ids in order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.id.as_str())
+    }
+
+    /// Positions of these ids in the plan (ids not found are left out).
+    pub fn positions(&self, ids: &[String]) -> Vec<usize> {
+        let index: HashMap<&str, usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.as_str(), i))
+            .collect();
+        ids.iter().filter_map(|id| index.get(id.as_str()).copied()).collect()
+    }
+
+    /// The dimension of the batches (0 for a collection that never received a record).
+    pub fn dimension(&self) -> u32 {
+        self.collection.dimension.unwrap_or(0)
+    }
+
+    /// The records at these plan positions, in the order given.
+    pub fn records(&self, conn: &Connection, positions: &[usize]) -> Result<Vec<Record>, PluginError> {
+        let err = |e| classify(&self.db, e);
+        let dimension = self.dimension() as usize;
+        let cosine = self.collection.space == DistanceMetric::Cosine;
+        let mut out = Vec::with_capacity(positions.len());
+        for &position in positions {
+            let Some(entry) = self.entries.get(position) else {
+                continue;
+            };
+            let mut metadata = if entry.has_base {
+                self.base_metadata(conn, entry.offset_id)?
+            } else {
+                Metadata::new()
+            };
+            for seq in &entry.metadata_ops {
+                let text: Option<String> = conn
+                    .prepare_cached("SELECT metadata FROM embeddings_queue WHERE seq_id=?1")
+                    .and_then(|mut s| s.query_row([seq], |r| r.get(0)))
+                    .map_err(err)?;
+                if let Some(text) = text {
+                    let update = parse_metadata(&text)
+                        .map_err(|e| corrupt_at(&self.db, format!("embeddings_queue seq {seq}: metadata: {e}")))?;
+                    apply_update(&mut metadata, &update);
+                }
+            }
+            let document = match metadata.remove(DOCUMENT_KEY) {
+                Some(MetaValue::Str(s)) => Some(s),
+                _ => None,
+            };
+            let embedding = match entry.vector {
+                Some(VectorSource::Hnsw(internal)) => match &self.level0 {
+                    Some(level0) => level0.vector(internal as usize)?,
+                    None => return Err(corrupt_at(&self.db, "hnsw element without hnsw files")),
+                },
+                Some(VectorSource::Log(seq)) => {
+                    let blob: Vec<u8> = conn
+                        .prepare_cached("SELECT vector FROM embeddings_queue WHERE seq_id=?1")
+                        .and_then(|mut s| s.query_row([seq], |r| r.get(0)))
+                        .map_err(err)?;
+                    let mut vector = decode_vector(&blob, dimension)
+                        .map_err(|e| corrupt_at(&self.db, format!("embeddings_queue seq {seq}: {e}")))?;
+                    if cosine {
+                        cosine_round_trip(&mut vector);
+                    }
+                    vector
+                }
+                None => Vec::new(),
+            };
+            let metadata =
+                metadata_to_json(&metadata).map_err(|e| corrupt_at(&self.db, format!("record '{}': {e}", entry.id)))?;
+            out.push(Record {
+                id: entry.id.clone(),
+                document,
+                metadata,
+                embedding,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The metadata rows of one record in the metadata segment (documents included).
+    fn base_metadata(&self, conn: &Connection, offset_id: i64) -> Result<Metadata, PluginError> {
+        let err = |e| classify(&self.db, e);
+        let mut metadata = Metadata::new();
+        let bad = |key: &str, e: String| corrupt_at(&self.db, format!("metadata of row {offset_id}, key '{key}': {e}"));
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT key, string_value, int_value, float_value, bool_value FROM embedding_metadata WHERE id=?1",
+            )
+            .map_err(err)?;
+        let mut rows = statement.query([offset_id]).map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            let key: String = row.get(0).map_err(err)?;
+            let value = scalar(
+                row.get_ref(1).map_err(err)?,
+                row.get_ref(2).map_err(err)?,
+                row.get_ref(3).map_err(err)?,
+                row.get_ref(4).map_err(err)?,
+            )
+            .map_err(|e| bad(&key, e))?;
+            if let Some(value) = value {
+                metadata.insert(key, value);
+            }
+        }
+        if self.has_array_table {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT key, string_value, int_value, float_value, bool_value FROM embedding_metadata_array \
+                     WHERE id=?1 ORDER BY rowid",
+                )
+                .map_err(err)?;
+            let mut rows = statement.query([offset_id]).map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
+                let key: String = row.get(0).map_err(err)?;
+                let value = scalar(
+                    row.get_ref(1).map_err(err)?,
+                    row.get_ref(2).map_err(err)?,
+                    row.get_ref(3).map_err(err)?,
+                    row.get_ref(4).map_err(err)?,
+                )
+                .map_err(|e| bad(&key, e))?;
+                let Some(value) = value else { continue };
+                push_element(&mut metadata, key, value);
+            }
+        }
+        Ok(metadata)
+    }
+}
+
+/// Appends one array element; an element of another type starts a new array, as chroma does.
+fn push_element(metadata: &mut Metadata, key: String, value: MetaValue) {
+    let current = metadata.get_mut(&key);
+    match (current, value) {
+        (Some(MetaValue::StrArray(v)), MetaValue::Str(s)) => v.push(s),
+        (Some(MetaValue::IntArray(v)), MetaValue::Int(i)) => v.push(i),
+        (Some(MetaValue::FloatArray(v)), MetaValue::Float(x)) => v.push(x),
+        (Some(MetaValue::BoolArray(v)), MetaValue::Bool(b)) => v.push(b),
+        (_, value) => {
+            let array = match value {
+                MetaValue::Str(s) => MetaValue::StrArray(vec![s]),
+                MetaValue::Int(i) => MetaValue::IntArray(vec![i]),
+                MetaValue::Float(x) => MetaValue::FloatArray(vec![x]),
+                MetaValue::Bool(b) => MetaValue::BoolArray(vec![b]),
+                other => other,
+            };
+            metadata.insert(key, array);
+        }
+    }
+}
+
+/// Checks one log row the way chroma would decode it, returning what the plan needs.
+fn check_log_row(row: &rusqlite::Row<'_>, dimension: usize) -> Result<LogRow, String> {
+    let seq: i64 = row.get(0).map_err(|e| format!("seq_id: {e}"))?;
+    let at = |problem: String| format!("seq {seq}: {problem}");
+    let code: i64 = row.get(1).map_err(|e| at(format!("operation: {e}")))?;
+    let operation = Operation::from_code(code).ok_or_else(|| at(format!("unknown operation code {code}")))?;
+    let id: String = row.get(2).map_err(|e| at(format!("id: {e}")))?;
+    let vector: Option<Vec<u8>> = row.get(3).map_err(|e| at(format!("vector: {e}")))?;
+    let encoding: Option<String> = row.get(4).map_err(|e| at(format!("encoding: {e}")))?;
+    let has_vector = match (&vector, encoding.as_deref()) {
+        (Some(blob), Some("FLOAT32")) => {
+            decode_vector(blob, dimension).map_err(at)?;
+            true
+        }
+        (Some(_), Some(other)) => return Err(at(format!("unknown vector encoding '{other}'"))),
+        _ => false,
+    };
+    let metadata: Option<String> = row.get(5).map_err(|e| at(format!("metadata: {e}")))?;
+    let has_metadata = match &metadata {
+        None => false,
+        Some(text) => {
+            let update = parse_metadata(text).map_err(|e| at(format!("metadata: {e}")))?;
+            if let Some((_, Some(value))) = update.iter().find(|(k, _)| k == DOCUMENT_KEY)
+                && !matches!(value, MetaValue::Str(_))
+            {
+                return Err(at(format!("{DOCUMENT_KEY} is not a string")));
+            }
+            true
+        }
+    };
+    Ok(LogRow {
+        seq,
+        operation,
+        id,
+        has_vector,
+        has_metadata,
+    })
+}
+
+/// Streams a plan as canonical batches. Owns its read-only connection.
+pub struct Batches {
+    conn: Connection,
+    plan: Plan,
+    position: usize,
+    batch_size: usize,
+    schema: SchemaRef,
+    /// Plan positions to emit instead of the whole plan (fetch and sample).
+    selection: Option<Vec<usize>>,
+}
+
+impl Batches {
+    pub fn new(conn: Connection, plan: Plan, start: u64, batch_size: u32, selection: Option<Vec<usize>>) -> Batches {
+        let schema = canonical_schema(plan.dimension());
+        Batches {
+            conn,
+            plan,
+            position: usize::try_from(start).unwrap_or(usize::MAX),
+            batch_size: batch_size.max(1) as usize,
+            schema,
+            selection,
+        }
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, PluginError> {
+        let total = self.selection.as_ref().map_or(self.plan.len(), Vec::len);
+        if self.position >= total {
+            return Ok(None);
+        }
+        let end = (self.position + self.batch_size).min(total);
+        let positions: Vec<usize> = match &self.selection {
+            Some(selection) => selection[self.position..end].to_vec(),
+            None => (self.position..end).collect(),
+        };
+        self.position = end;
+        let records = self.plan.records(&self.conn, &positions)?;
+        records_to_batch(&records, self.plan.dimension()).map(Some)
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch()
+            .map_err(|e| ArrowError::ExternalError(Box::new(e)))
+            .transpose()
+    }
+}
+
+impl ragged_plugin_api::arrow::arrow_array::RecordBatchReader for Batches {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_elements_accumulate_by_type() {
+        let mut m = Metadata::new();
+        push_element(&mut m, "a".into(), MetaValue::Int(1));
+        push_element(&mut m, "a".into(), MetaValue::Int(2));
+        push_element(&mut m, "b".into(), MetaValue::Str("x".into()));
+        assert_eq!(m["a"], MetaValue::IntArray(vec![1, 2]));
+        assert_eq!(m["b"], MetaValue::StrArray(vec!["x".into()]));
+    }
+}

@@ -1,0 +1,212 @@
+//! Chroma's typed metadata values and their canonical JSON form.
+//!
+//! Chroma keeps strings, 64-bit integers, 64-bit floats, booleans and (since 1.5) homogeneous
+//! arrays of those. The canonical ragged form is a JSON object whose integers have no fraction and
+//! whose floats always have one, so the int/float distinction survives every hop.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Number, Value};
+
+/// One metadata value as chroma stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaValue {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    StrArray(Vec<String>),
+    IntArray(Vec<i64>),
+    FloatArray(Vec<f64>),
+    BoolArray(Vec<bool>),
+}
+
+/// A record's metadata, keyed and ordered by name so output is deterministic.
+pub type Metadata = BTreeMap<String, MetaValue>;
+
+/// The key under which chroma keeps a record's document inside its metadata.
+pub const DOCUMENT_KEY: &str = "chroma:document";
+
+impl MetaValue {
+    /// The value as canonical JSON; fails only for floats JSON cannot hold (NaN, infinities).
+    pub fn to_json(&self) -> Result<Value, String> {
+        fn float(x: f64) -> Result<Value, String> {
+            Number::from_f64(x)
+                .map(Value::Number)
+                .ok_or_else(|| format!("float {x} cannot be written as JSON"))
+        }
+        Ok(match self {
+            MetaValue::Str(s) => Value::String(s.clone()),
+            MetaValue::Int(i) => Value::from(*i),
+            MetaValue::Float(x) => float(*x)?,
+            MetaValue::Bool(b) => Value::Bool(*b),
+            MetaValue::StrArray(v) => Value::Array(v.iter().cloned().map(Value::String).collect()),
+            MetaValue::IntArray(v) => Value::Array(v.iter().map(|i| Value::from(*i)).collect()),
+            MetaValue::FloatArray(v) => Value::Array(v.iter().map(|x| float(*x)).collect::<Result<_, _>>()?),
+            MetaValue::BoolArray(v) => Value::Array(v.iter().map(|b| Value::Bool(*b)).collect()),
+        })
+    }
+
+    /// The value for canonical JSON (already checked by `validate_metadata`). Integers outside
+    /// i64 and empty arrays have no chroma form and are refused.
+    pub fn from_json(key: &str, value: &Value) -> Result<MetaValue, String> {
+        fn number(key: &str, n: &Number) -> Result<MetaValue, String> {
+            if n.is_f64() {
+                n.as_f64()
+                    .map(MetaValue::Float)
+                    .ok_or_else(|| format!("metadata key '{key}': float out of range"))
+            } else {
+                n.as_i64()
+                    .map(MetaValue::Int)
+                    .ok_or_else(|| format!("metadata key '{key}': integer {n} does not fit chroma's 64-bit integers"))
+            }
+        }
+        match value {
+            Value::String(s) => Ok(MetaValue::Str(s.clone())),
+            Value::Bool(b) => Ok(MetaValue::Bool(*b)),
+            Value::Number(n) => number(key, n),
+            Value::Array(items) => {
+                let Some(first) = items.first() else {
+                    return Err(format!(
+                        "metadata key '{key}' is an empty array, which chroma drops (leave the key out)"
+                    ));
+                };
+                let scalars = items
+                    .iter()
+                    .map(|item| MetaValue::from_json(key, item))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mismatch = || format!("metadata key '{key}': array mixes types");
+                Ok(match MetaValue::from_json(key, first)? {
+                    MetaValue::Str(_) => MetaValue::StrArray(
+                        scalars
+                            .into_iter()
+                            .map(|v| {
+                                if let MetaValue::Str(s) = v {
+                                    Ok(s)
+                                } else {
+                                    Err(mismatch())
+                                }
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    MetaValue::Int(_) => MetaValue::IntArray(
+                        scalars
+                            .into_iter()
+                            .map(|v| {
+                                if let MetaValue::Int(i) = v {
+                                    Ok(i)
+                                } else {
+                                    Err(mismatch())
+                                }
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    MetaValue::Float(_) => MetaValue::FloatArray(
+                        scalars
+                            .into_iter()
+                            .map(|v| {
+                                if let MetaValue::Float(x) = v {
+                                    Ok(x)
+                                } else {
+                                    Err(mismatch())
+                                }
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    MetaValue::Bool(_) => MetaValue::BoolArray(
+                        scalars
+                            .into_iter()
+                            .map(|v| {
+                                if let MetaValue::Bool(b) = v {
+                                    Ok(b)
+                                } else {
+                                    Err(mismatch())
+                                }
+                            })
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    _ => return Err(format!("metadata key '{key}': arrays of arrays are not allowed")),
+                })
+            }
+            Value::Null => Err(format!("metadata key '{key}' is null")),
+            Value::Object(_) => Err(format!("metadata key '{key}' holds an object")),
+        }
+    }
+
+    /// The value as sqlite hands it back after chroma stored it: `-0.0` in a REAL column comes
+    /// back as `0.0` (sqlite stores integral reals as integers).
+    pub fn through_sqlite(self) -> MetaValue {
+        fn zero(x: f64) -> f64 {
+            if x == 0.0 { 0.0 } else { x }
+        }
+        match self {
+            MetaValue::Float(x) => MetaValue::Float(zero(x)),
+            MetaValue::FloatArray(v) => MetaValue::FloatArray(v.into_iter().map(zero).collect()),
+            other => other,
+        }
+    }
+}
+
+/// Canonical metadata JSON text for a record, or `None` when nothing is left (chroma's `get()`
+/// returns `None` for a record whose only key was its document).
+pub fn metadata_to_json(metadata: &Metadata) -> Result<Option<String>, String> {
+    if metadata.is_empty() {
+        return Ok(None);
+    }
+    let mut map = Map::new();
+    for (key, value) in metadata {
+        map.insert(
+            key.clone(),
+            value.to_json().map_err(|e| format!("metadata key '{key}': {e}"))?,
+        );
+    }
+    serde_json::to_string(&Value::Object(map))
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_keeps_int_and_float_apart() {
+        let mut m = Metadata::new();
+        m.insert("i".into(), MetaValue::Int(2));
+        m.insert("f".into(), MetaValue::Float(2.0));
+        m.insert("a".into(), MetaValue::FloatArray(vec![1.0, 0.5]));
+        m.insert("b".into(), MetaValue::BoolArray(vec![true]));
+        assert_eq!(
+            metadata_to_json(&m).expect("encodes"),
+            Some(r#"{"a":[1.0,0.5],"b":[true],"f":2.0,"i":2}"#.to_owned())
+        );
+        assert_eq!(metadata_to_json(&Metadata::new()).expect("encodes"), None);
+    }
+
+    #[test]
+    fn from_json_refuses_what_chroma_cannot_keep() {
+        let v: Value = serde_json::from_str(r#"{"e":[],"big":18446744073709551615,"ok":[1,2]}"#).expect("json");
+        assert!(
+            MetaValue::from_json("e", &v["e"])
+                .expect_err("empty")
+                .contains("empty array")
+        );
+        assert!(
+            MetaValue::from_json("big", &v["big"])
+                .expect_err("u64")
+                .contains("64-bit")
+        );
+        assert_eq!(
+            MetaValue::from_json("ok", &v["ok"]),
+            Ok(MetaValue::IntArray(vec![1, 2]))
+        );
+    }
+
+    #[test]
+    fn negative_zero_comes_back_positive() {
+        let MetaValue::Float(x) = MetaValue::Float(-0.0).through_sqlite() else {
+            panic!("float expected")
+        };
+        assert_eq!(x.to_bits(), 0.0f64.to_bits());
+    }
+}
