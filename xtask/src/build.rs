@@ -23,9 +23,17 @@ pub(crate) struct PluginCrate {
 
 /// Every `plugins/*` crate with a `plugin.toml`, and whether it supports this platform.
 pub(crate) fn plugin_crates() -> Result<Vec<PluginCrate>> {
+    plugin_crates_in(
+        &project_root().join("plugins"),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+    )
+}
+
+/// The plugin crates under `dir`, and whether each supports `os`/`arch`.
+fn plugin_crates_in(dir: &Path, os: &str, arch: &str) -> Result<Vec<PluginCrate>> {
     let mut crates = Vec::new();
-    let dir = project_root().join("plugins");
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
@@ -37,7 +45,6 @@ pub(crate) fn plugin_crates() -> Result<Vec<PluginCrate>> {
         }
         let text = std::fs::read_to_string(&manifest)?;
         let plugin: PluginToml = toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
-        let (os, arch) = (std::env::consts::OS, std::env::consts::ARCH);
         let supported = plugin.platforms.iter().any(|p| p == os || *p == format!("{os}-{arch}"));
         let package = format!(
             "ragged-plugin-{}",
@@ -155,4 +162,37 @@ pub(crate) fn install() -> Result<()> {
         install_package(&built.host, package, None)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugins_whose_manifest_excludes_the_platform_are_marked_unsupported() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (crate_dir, platforms) in [("leann", r#"["linux", "macos"]"#), ("winonly", r#"["windows-x86_64"]"#)] {
+            std::fs::create_dir_all(dir.path().join(crate_dir)).expect("mkdir");
+            let manifest = format!("name = \"{crate_dir}\"\ndescription = \"d\"\nplatforms = {platforms}\n");
+            std::fs::write(dir.path().join(crate_dir).join("plugin.toml"), manifest).expect("write");
+        }
+        std::fs::create_dir_all(dir.path().join("not-a-plugin")).expect("mkdir");
+        let support = |os, arch| -> Vec<(String, bool)> {
+            let crates = plugin_crates_in(dir.path(), os, arch).expect("reads");
+            crates.into_iter().map(|c| (c.package, c.supported)).collect()
+        };
+        let names = |pairs: [(&str, bool); 2]| pairs.map(|(n, s)| (n.to_owned(), s)).to_vec();
+        assert_eq!(
+            support("linux", "x86_64"),
+            names([("ragged-plugin-leann", true), ("ragged-plugin-winonly", false)])
+        );
+        assert_eq!(
+            support("windows", "x86_64"),
+            names([("ragged-plugin-leann", false), ("ragged-plugin-winonly", true)])
+        );
+        assert_eq!(
+            support("windows", "aarch64"),
+            names([("ragged-plugin-leann", false), ("ragged-plugin-winonly", false)])
+        );
+    }
 }

@@ -1,7 +1,6 @@
-//! `cargo xtask demo`: builds everything, creates a sample store, migrates it to every other
-//! store plugin built here, and verifies each copy record by record.
+//! `cargo xtask demo`: builds everything, writes a sample store, migrates it to every other store
+//! plugin built here, and verifies each copy record by record.
 
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Result, bail};
@@ -9,8 +8,9 @@ use anyhow::{Result, bail};
 use crate::build::{build, plugin_crates};
 use crate::{project_root, run};
 
-/// The store the demo starts from, and the sample it writes there.
-const SOURCE: &str = "parquet";
+/// The stores the demo prefers to start from, in order: most users start from ChromaDB.
+const SOURCES: [&str; 2] = ["chroma", "parquet"];
+/// Records in the sample collection.
 const RECORDS: &str = "2000";
 
 pub(crate) fn demo() -> Result<()> {
@@ -20,13 +20,23 @@ pub(crate) fn demo() -> Result<()> {
         std::fs::remove_dir_all(&work)?;
     }
     std::fs::create_dir_all(&work)?;
-    let store = |backend: &str| format!("{backend}:{}", work.join(backend).display());
     let ragged = |args: &[&str]| -> Result<()> {
         println!("\n$ ragged {}", args.join(" "));
         run(Command::new(&built.host).args(args))
     };
+    let available: Vec<String> = plugin_crates()?
+        .into_iter()
+        .filter(|p| p.supported)
+        .map(|p| p.name)
+        .collect();
+    let Some(source_backend) = SOURCES.into_iter().find(|s| available.iter().any(|a| a == s)) else {
+        bail!(
+            "none of the demo's source plugins ({}) is built here",
+            SOURCES.join(", ")
+        );
+    };
+    let source = format!("{source_backend}:{}", work.join(source_backend).display());
     ragged(&["plugin", "list"])?;
-    let source = store(SOURCE);
     ragged(&[
         "backend",
         "generate",
@@ -39,30 +49,21 @@ pub(crate) fn demo() -> Result<()> {
         "384",
     ])?;
     ragged(&["backend", "collections", &source])?;
-    let targets: Vec<String> = plugin_crates()?
-        .into_iter()
-        .filter(|p| p.supported && p.name != SOURCE)
-        .map(|p| p.name)
-        .collect();
+    let mut targets: Vec<String> = available.into_iter().filter(|name| name != source_backend).collect();
     // With only the source plugin built, migrate into a second store of the same kind.
-    let targets = if targets.is_empty() {
-        vec![SOURCE.to_owned()]
-    } else {
-        targets
-    };
-    for target in targets {
-        let location = if target == SOURCE {
-            work.join("copy")
+    if targets.is_empty() {
+        targets.push(source_backend.to_owned());
+    }
+    for target_backend in targets {
+        let directory = if target_backend == source_backend {
+            "copy".to_owned()
         } else {
-            work.join(&target)
+            target_backend.clone()
         };
-        let target = format!("{target}:{}", location.display());
+        let target = format!("{target_backend}:{}", work.join(directory).display());
         ragged(&["backend", "migrate", &source, &target])?;
         ragged(&["backend", "verify", &source, &target])?;
     }
-    if !Path::new(&work).exists() {
-        bail!("the demo left no output in {}", work.display());
-    }
-    println!("\ndemo finished: stores are in {}", work.display());
+    println!("\ndemo finished: the stores are in {}", work.display());
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod build;
 mod demo;
+mod protoc;
 mod venv;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,8 @@ fn project_root() -> PathBuf {
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(project_root());
+    // lancedb's build scripts need protoc; a fresh machine gets the vendored one.
+    protoc::configure(&mut command);
     command
 }
 

@@ -1,22 +1,13 @@
 //! The Python venvs of the interop tests: one per `plugins/<store>/tests/python/requirements.txt`,
 //! at `${RAGGED_VENV_DIR:-~/.cache/ragged/venvs}/<store>`, rebuilt when the requirements change.
+//! An optional `requirements-nodeps.txt` beside it is installed afterwards with `pip --no-deps`.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::{project_root, run};
-
-/// Where the venvs live.
-pub(crate) fn venv_root() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("RAGGED_VENV_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let home = std::env::var_os("HOME").context("HOME is not set; set RAGGED_VENV_DIR")?;
-    Ok(PathBuf::from(home).join(".cache/ragged/venvs"))
-}
 
 /// Creates or refreshes every venv.
 pub(crate) fn prepare_all() -> Result<()> {
@@ -39,8 +30,19 @@ pub(crate) fn prepare_all() -> Result<()> {
 }
 
 fn prepare(name: &str, requirements: &std::path::Path) -> Result<()> {
-    let venv = venv_root()?.join(name);
-    let wanted = hex::encode(Sha256::digest(std::fs::read(requirements)?));
+    let venv = ragged_interop::venv_root()
+        .context("HOME is not set; set RAGGED_VENV_DIR")?
+        .join(name);
+    // Packages whose declared dependencies must not be installed (LEANN's pull a 6 GB CUDA torch)
+    // go in `requirements-nodeps.txt` beside `requirements.txt`, installed after it with `--no-deps`.
+    let nodeps = requirements.with_file_name("requirements-nodeps.txt");
+    let mut hasher = Sha256::new();
+    hasher.update(std::fs::read(requirements)?);
+    if nodeps.is_file() {
+        hasher.update(b"\0requirements-nodeps.txt\0");
+        hasher.update(std::fs::read(&nodeps)?);
+    }
+    let wanted = hex::encode(hasher.finalize());
     let stamp = venv.join(".ragged-requirements.sha256");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(());
@@ -55,6 +57,11 @@ fn prepare(name: &str, requirements: &std::path::Path) -> Result<()> {
     run(Command::new(&pip)
         .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
         .arg(requirements))?;
+    if nodeps.is_file() {
+        run(Command::new(&pip)
+            .args(["install", "--quiet", "--disable-pip-version-check", "--no-deps", "-r"])
+            .arg(&nodeps))?;
+    }
     std::fs::write(&stamp, wanted)?;
     Ok(())
 }

@@ -1,0 +1,65 @@
+//! The Python side of interop tests: where the venv of a store's official package lives, and
+//! the policy when it is missing.
+//!
+//! `cargo xtask venv` creates one venv per `plugins/<store>/tests/python/requirements.txt` at
+//! `${RAGGED_VENV_DIR:-$HOME/.cache/ragged/venvs}/<store>`. A test that needs it calls
+//! [`venv_python`]: without the venv it is skipped with a printed reason, unless
+//! `RAGGED_REQUIRE_INTEROP=1` (which `.ci/run` sets) makes that a failure, so CI never skips
+//! silently.
+
+#![allow(clippy::print_stderr)]
+
+use std::path::PathBuf;
+
+/// The directory holding every store's venv.
+pub fn venv_root() -> Option<PathBuf> {
+    std::env::var_os("RAGGED_VENV_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/ragged/venvs")))
+}
+
+/// The Python interpreter of `store`'s venv, or `None` after printing why the test is skipped.
+///
+/// # Panics
+///
+/// When the venv is missing and `RAGGED_REQUIRE_INTEROP=1`: the interop tests are mandatory then.
+pub fn venv_python(store: &str) -> Option<PathBuf> {
+    let venv = venv_root().map(|root| root.join(store));
+    let python = venv.as_ref().map(|venv| {
+        if cfg!(windows) {
+            venv.join("Scripts").join("python.exe")
+        } else {
+            venv.join("bin").join("python")
+        }
+    });
+    if let Some(python) = python.filter(|p| p.is_file()) {
+        return Some(python);
+    }
+    let location = venv
+        .map(|v| v.display().to_string())
+        .unwrap_or_else(|| "(no HOME or RAGGED_VENV_DIR)".into());
+    let reason = format!(
+        "no {store} venv at {location}: create it with `cargo xtask venv` \
+         (from plugins/{store}/tests/python/requirements.txt)"
+    );
+    if std::env::var("RAGGED_REQUIRE_INTEROP").is_ok_and(|v| v == "1") {
+        panic!("{reason}; RAGGED_REQUIRE_INTEROP=1 makes interop tests mandatory");
+    }
+    eprintln!("skipped: {reason}");
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_venv_root_follows_ragged_venv_dir() {
+        // Only read here: the variable is set by whoever runs the tests, if at all.
+        if let Some(dir) = std::env::var_os("RAGGED_VENV_DIR") {
+            assert_eq!(venv_root(), Some(PathBuf::from(dir)));
+        } else if let Some(home) = std::env::var_os("HOME") {
+            assert_eq!(venv_root(), Some(PathBuf::from(home).join(".cache/ragged/venvs")));
+        }
+    }
+}
