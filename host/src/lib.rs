@@ -13,6 +13,7 @@
 //! - [`tree`]: digests of directory trees (proof that a store was left unchanged).
 //! - [`output`]: the one place that prints.
 
+pub mod backup;
 pub mod cli;
 pub mod conformance;
 pub mod context;
@@ -21,6 +22,7 @@ pub mod migrate;
 pub mod output;
 pub mod plugin_manager;
 pub mod records;
+pub mod runs;
 pub mod store;
 pub mod tree;
 pub mod verify;

@@ -1,18 +1,31 @@
-//! Moving collections from one store to another, streaming batch by batch.
+//! Moving collections from one store to another: planned, checkpointed, verified, and rolled
+//! back when anything goes wrong.
 //!
-//! Batches go from the source plugin's Arrow C stream to the target plugin's without copies: the
-//! host imports the stream, checks each batch's schema, counts it and re-exports the same buffers.
+//! A migration is a [`Run`] on disk. [`plan`] checks the stores, records the run and takes the
+//! backups; [`execute`] streams each collection from the source plugin into the target plugin in
+//! loads of `checkpoint_interval` records, rewriting the run's checkpoint after each load returns
+//! (when the target has made it durable), then verifies every collection. A crash or Ctrl-C leaves
+//! a run that `--resume` continues from its checkpoint; since target writes are keyed on ids, the
+//! load that was in flight is simply replayed. A failure restores the target from its backup.
+//!
+//! Batches go from the source plugin's Arrow C stream to the target's without copies: the host
+//! imports the stream, checks each batch's schema, counts it and re-exports the same buffers.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
 use ragged_plugin_api::{Access, BatchStream, Capabilities, ExtractRequest, LoadMode, LoadRequest};
 use serde::Serialize;
 use tracing::info;
 
+use crate::backup;
+use crate::context::Context;
+use crate::runs::{CollectionProgress, Run, RunState};
 use crate::store::{InStore, Store};
 use crate::verify::{self, CollectionVerification, VerifyOptions};
 
@@ -23,8 +36,19 @@ pub struct MigrateOptions {
     pub collections: Vec<String>,
     /// Records per batch asked of the source.
     pub batch_size: u32,
-    /// Compare every record of source and target afterwards, with these options.
+    /// Records per load call, each followed by a durable checkpoint.
+    pub checkpoint_interval: u64,
+    /// Back up the source collections and the target before writing.
+    pub backup: bool,
+}
+
+/// How a run ends.
+#[derive(Debug, Clone)]
+pub struct FinishOptions {
+    /// Compare source and target record by record after loading, with these options.
     pub verify: Option<VerifyOptions>,
+    /// Restore the target from its backup when verification fails or an error stops the run.
+    pub auto_rollback: bool,
 }
 
 /// Called from whichever thread the target consumes batches on.
@@ -33,31 +57,50 @@ pub type ProgressFn = Arc<dyn Fn(MigrateEvent) + Send + Sync>;
 /// Progress of a migration.
 #[derive(Debug, Clone)]
 pub enum MigrateEvent {
-    /// A collection starts; `records` is the source's count.
+    /// A collection starts (or resumes after `done` records).
     CollectionStarted {
         /// The collection.
         name: String,
         /// Its record count.
         records: u64,
+        /// Records already loaded by an earlier attempt.
+        done: u64,
     },
     /// A batch of `records` reached the target.
     Batch {
         /// Records in the batch.
         records: u64,
     },
-    /// The collection is written.
+    /// The collection is loaded.
     CollectionLoaded,
+    /// Verification of a collection starts.
+    Verifying {
+        /// The collection.
+        name: String,
+    },
 }
 
-/// What a migration did, printed by `--json`.
+/// What a migration did, printed by `--json` and saved as the run's `report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrateReport {
+    /// The run's id (`--resume --checkpoint` takes its `run.json`).
+    pub run_id: String,
+    /// The run's directory: checkpoint, backups, this report.
+    pub run_dir: PathBuf,
     /// The source store.
     pub source: String,
     /// The target store.
     pub target: String,
+    /// How the run ended.
+    pub state: RunState,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// The backups taken before writing.
+    pub backups: Vec<PathBuf>,
     /// One entry per collection.
     pub collections: Vec<CollectionReport>,
+    /// Wall time of this attempt.
+    pub seconds: f64,
 }
 
 /// One migrated collection.
@@ -65,57 +108,238 @@ pub struct MigrateReport {
 pub struct CollectionReport {
     /// Its name.
     pub name: String,
-    /// Records read from the source.
+    /// Records in the source.
     pub records: u64,
-    /// Wall time of extract and load.
+    /// Records loaded in this attempt (less than `records` after a resume).
+    pub loaded_now: u64,
+    /// Wall time of extract and load in this attempt.
     pub seconds: f64,
-    /// Records per second.
+    /// Records per second in this attempt.
     pub records_per_second: f64,
-    /// Verification, when asked.
+    /// Verification, when it ran.
     pub verification: Option<CollectionVerification>,
 }
 
-impl MigrateReport {
-    /// Whether every verification that ran passed.
-    pub fn verified_ok(&self) -> bool {
-        self.collections
-            .iter()
-            .all(|c| c.verification.as_ref().is_none_or(|v| v.ok))
-    }
-}
-
-/// Migrates collections from `source` (opened read-only) to `target`.
-pub fn migrate(
-    source: &Store,
-    target: &Store,
-    options: &MigrateOptions,
-    progress: ProgressFn,
-) -> Result<MigrateReport> {
+/// Checks the stores, records a new run and takes the backups. Nothing is written to the target.
+pub fn plan(ctx: &Context, source: &Store, target: &Store, options: &MigrateOptions) -> Result<Run> {
     if source.access != Access::ReadOnly {
         bail!("internal: the source of a migration must be opened read-only");
     }
     source.require(Capabilities::READ, "be read")?;
     target.require(Capabilities::WRITE, "be written")?;
+    if options.batch_size == 0 || options.checkpoint_interval == 0 {
+        bail!("--batch-size and the checkpoint interval must be at least 1");
+    }
     let names = if options.collections.is_empty() {
         source.backend.list_collections().in_store(source, "list collections")?
     } else {
         options.collections.clone()
     };
+    let existing = target.backend.list_collections().in_store(target, "list collections")?;
+    let clashes: Vec<&String> = names.iter().filter(|n| existing.contains(n)).collect();
+    if !clashes.is_empty() {
+        bail!(
+            "{} already has {}: migrate into a store without them, or drop them first",
+            target.spec,
+            clashes.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+        );
+    }
     let mut collections = Vec::new();
+    for name in &names {
+        let info = source
+            .backend
+            .describe(name)
+            .in_store(source, &format!("describe '{name}'"))?;
+        let progress = CollectionProgress {
+            count: info.count,
+            records_done: 0,
+            created_by_run: false,
+            loaded: false,
+        };
+        collections.push((name.clone(), progress));
+    }
+    let id = Run::new_id();
+    let dir = Run::dir(ctx, &id);
+    let target_location = local_path(&target.spec.location);
+    let mut run = Run {
+        id,
+        started: jiff::Timestamp::now().to_string(),
+        source: source.spec.to_string(),
+        target: target.spec.to_string(),
+        source_options: source.options.clone(),
+        target_options: target.options.clone(),
+        batch_size: options.batch_size,
+        checkpoint_interval: options.checkpoint_interval,
+        collections,
+        target_location_existed: target_location.as_ref().map(|p| p.is_dir()),
+        backup: None,
+        state: RunState::Running,
+        error: None,
+    };
+    run.save(&dir)?;
+    if options.backup {
+        let mut source_files = Vec::new();
+        for name in &names {
+            let files = source
+                .backend
+                .files(name)
+                .in_store(source, &format!("list the files of '{name}'"))?;
+            source_files.extend(files.into_iter().map(PathBuf::from));
+        }
+        source_files.sort();
+        source_files.dedup();
+        backup::create(
+            &dir.join("source.tar.zst"),
+            &format!("source {} before run {}", run.source, run.id),
+            &source_files,
+        )?;
+        // Everything the target holds: restoring this tree is the rollback.
+        let target_roots: Vec<PathBuf> = target_location.into_iter().collect();
+        backup::create(
+            &dir.join("target.tar.zst"),
+            &format!("target {} before run {}", run.target, run.id),
+            &target_roots,
+        )?;
+        run.backup = Some(dir.join("target.tar.zst"));
+        run.save(&dir)?;
+    }
+    Ok(run)
+}
+
+/// The location as a local path, when it is one (not a URL).
+fn local_path(location: &str) -> Option<PathBuf> {
+    if location.contains("://") {
+        return None;
+    }
+    let path = Path::new(location);
+    Some(if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir().ok()?.join(path)
+    })
+}
+
+/// Loads every collection of `run` that is not loaded yet, then verifies; on failure rolls the
+/// target back (when asked). Returns the report of this attempt; `cancel` stops at the next batch
+/// boundary with the run left resumable.
+pub fn execute(
+    ctx: &Context,
+    run: &mut Run,
+    source: Store,
+    target: Store,
+    finish: &FinishOptions,
+    progress: ProgressFn,
+    cancel: Arc<AtomicBool>,
+) -> Result<MigrateReport> {
+    let started = Instant::now();
+    let dir = Run::dir(ctx, &run.id);
+    run.state = RunState::Running;
+    run.error = None;
+    run.save(&dir)?;
+    let mut reports = Vec::new();
+    let outcome = load_all(run, &dir, &source, &target, &progress, &cancel, &mut reports).and_then(|()| {
+        if cancel.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            verify_all(run, &source, &target, finish, &progress, &mut reports)
+        }
+    });
+    let interrupted =
+        cancel.load(Ordering::SeqCst) && outcome.is_ok() && run.collections.iter().any(|(_, p)| !p.loaded);
+    match outcome {
+        Ok(()) if interrupted => run.state = RunState::Interrupted,
+        Ok(()) if reports.iter().all(|r| r.verification.as_ref().is_none_or(|v| v.ok)) => {
+            run.state = RunState::Completed
+        }
+        Ok(()) => {
+            let failed: Vec<&str> = reports
+                .iter()
+                .filter(|r| r.verification.as_ref().is_some_and(|v| !v.ok))
+                .map(|r| r.name.as_str())
+                .collect();
+            run.error = Some(format!("verification failed for {}", failed.join(", ")));
+        }
+        Err(error) => run.error = Some(format!("{error:#}")),
+    }
+    if run.error.is_some() {
+        // The stores are closed first: a plugin may hold files of the target open.
+        drop(source);
+        drop(target);
+        run.state = if finish.auto_rollback && rollback(run)? {
+            RunState::RolledBack
+        } else {
+            RunState::Failed
+        };
+    }
+    run.save(&dir)?;
+    let report = MigrateReport {
+        run_id: run.id.clone(),
+        run_dir: dir.clone(),
+        source: run.source.clone(),
+        target: run.target.clone(),
+        state: run.state,
+        error: run.error.clone(),
+        backups: [dir.join("source.tar.zst"), dir.join("target.tar.zst")]
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect(),
+        collections: reports,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing the report in {}", dir.display()))?;
+    Ok(report)
+}
+
+/// Restores the target of `run` from its backup. Returns false when the run has no backup.
+pub fn rollback(run: &Run) -> Result<bool> {
+    let Some(archive) = &run.backup else { return Ok(false) };
+    info!(run = %run.id, "rolling back");
+    backup::restore(archive).with_context(|| format!("rolling back run {} from {}", run.id, archive.display()))?;
+    Ok(true)
+}
+
+fn load_all(
+    run: &mut Run,
+    dir: &Path,
+    source: &Store,
+    target: &Store,
+    progress: &ProgressFn,
+    cancel: &Arc<AtomicBool>,
+    reports: &mut Vec<CollectionReport>,
+) -> Result<()> {
+    let names: Vec<String> = run.collections.iter().map(|(n, _)| n.clone()).collect();
     for name in names {
+        let state = run.progress_mut(&name)?.clone();
+        if state.loaded {
+            continue;
+        }
+        if cancel.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let started = Instant::now();
         let info = source
             .backend
             .describe(&name)
             .in_store(source, &format!("describe '{name}'"))?;
-        info!(collection = %name, records = info.count, "migrating");
+        if info.count != state.count {
+            bail!(
+                "collection '{name}' of {} changed since the migration started ({} records then, {} now); \
+                 start a new migration",
+                source.spec,
+                state.count,
+                info.count
+            );
+        }
+        info!(collection = %name, records = info.count, done = state.records_done, "migrating");
         progress(MigrateEvent::CollectionStarted {
             name: name.clone(),
             records: info.count,
+            done: state.records_done,
         });
         let request = ExtractRequest {
-            batch_size: options.batch_size,
-            start: 0,
+            batch_size: run.batch_size,
+            start: state.records_done,
         };
         let stream = source
             .backend
@@ -129,79 +353,160 @@ pub fn migrate(
                 source.spec
             );
         }
-        let counted = CountingReader {
-            inner: reader,
-            schema,
-            progress: progress.clone(),
-        };
-        let load = LoadRequest {
-            collection: info.clone(),
-            mode: LoadMode::Create,
-        };
-        let summary = target
-            .backend
-            .load(&load, BatchStream::from_reader(counted))
-            .in_store(target, &format!("load '{name}'"))?;
+        let shared: SharedReader = Arc::new(Mutex::new(Box::new(reader)));
+        let mut loaded_now = 0;
+        loop {
+            let mode = if run.progress_mut(&name)?.created_by_run {
+                LoadMode::Upsert
+            } else {
+                // Recorded before the first write, so a rollback knows the collection is ours.
+                run.progress_mut(&name)?.created_by_run = true;
+                run.save(dir)?;
+                LoadMode::Create
+            };
+            let chunk = ChunkReader::new(
+                shared.clone(),
+                schema.clone(),
+                run.checkpoint_interval,
+                progress.clone(),
+                cancel.clone(),
+            );
+            let (taken, exhausted) = (chunk.taken.clone(), chunk.exhausted.clone());
+            let load = LoadRequest {
+                collection: info.clone(),
+                mode,
+            };
+            target
+                .backend
+                .load(&load, BatchStream::from_reader(chunk))
+                .in_store(target, &format!("load '{name}'"))?;
+            let taken = taken.load(Ordering::SeqCst);
+            loaded_now += taken;
+            let collection = run.progress_mut(&name)?;
+            collection.records_done += taken;
+            let finished = exhausted.load(Ordering::SeqCst);
+            collection.loaded = finished;
+            run.save(dir)?;
+            if finished || cancel.load(Ordering::SeqCst) {
+                break;
+            }
+        }
         progress(MigrateEvent::CollectionLoaded);
+        let seconds = started.elapsed().as_secs_f64();
+        reports.push(CollectionReport {
+            name: name.clone(),
+            records: info.count,
+            loaded_now,
+            seconds,
+            records_per_second: loaded_now as f64 / seconds.max(1e-9),
+            verification: None,
+        });
+        if !run.progress_mut(&name)?.loaded {
+            return Ok(());
+        }
         let target_count = target
             .backend
             .count(&name)
             .in_store(target, &format!("count '{name}'"))?;
-        if target_count != info.count || summary.records_written != info.count {
+        if target_count != info.count {
             bail!(
-                "collection '{name}': the source has {} records, {} were written and the target now has {target_count}",
-                info.count,
-                summary.records_written
+                "collection '{name}': the source has {} records, the target now has {target_count}",
+                info.count
             );
         }
-        let seconds = started.elapsed().as_secs_f64();
-        let verification = match &options.verify {
-            Some(verify_options) => Some(verify::compare_collection(source, target, &name, verify_options)?),
-            None => None,
-        };
-        collections.push(CollectionReport {
-            name,
-            records: info.count,
-            seconds,
-            records_per_second: info.count as f64 / seconds.max(1e-9),
-            verification,
-        });
     }
-    Ok(MigrateReport {
-        source: source.spec.to_string(),
-        target: target.spec.to_string(),
-        collections,
-    })
+    Ok(())
 }
 
-/// Passes batches through, checking each against the canonical schema and reporting progress.
-struct CountingReader<R> {
-    inner: R,
+fn verify_all(
+    run: &Run,
+    source: &Store,
+    target: &Store,
+    finish: &FinishOptions,
+    progress: &ProgressFn,
+    reports: &mut Vec<CollectionReport>,
+) -> Result<()> {
+    let Some(options) = &finish.verify else { return Ok(()) };
+    for (name, state) in &run.collections {
+        progress(MigrateEvent::Verifying { name: name.clone() });
+        let verification = verify::compare_collection(source, target, name, options)?;
+        match reports.iter_mut().find(|r| &r.name == name) {
+            Some(report) => report.verification = Some(verification),
+            None => reports.push(CollectionReport {
+                name: name.clone(),
+                records: state.count,
+                loaded_now: 0,
+                seconds: 0.0,
+                records_per_second: 0.0,
+                verification: Some(verification),
+            }),
+        }
+    }
+    Ok(())
+}
+
+type SharedReader = Arc<Mutex<Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>>>;
+
+/// One load's worth of the source stream: batches until `limit` records have passed (ending at
+/// a batch boundary), the source ends, or a stop was requested. Checks each batch against the
+/// canonical schema and reports progress.
+struct ChunkReader {
+    source: SharedReader,
     schema: SchemaRef,
+    limit: u64,
     progress: ProgressFn,
+    cancel: Arc<AtomicBool>,
+    taken: Arc<AtomicU64>,
+    exhausted: Arc<AtomicBool>,
 }
 
-impl<R: Iterator<Item = Result<RecordBatch, ArrowError>>> Iterator for CountingReader<R> {
+impl ChunkReader {
+    fn new(source: SharedReader, schema: SchemaRef, limit: u64, progress: ProgressFn, cancel: Arc<AtomicBool>) -> Self {
+        let (taken, exhausted) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        ChunkReader {
+            source,
+            schema,
+            limit,
+            progress,
+            cancel,
+            taken,
+            exhausted,
+        }
+    }
+}
+
+impl Iterator for ChunkReader {
     type Item = Result<RecordBatch, ArrowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let batch = match self.inner.next()? {
-            Ok(batch) => batch,
-            Err(error) => return Some(Err(error)),
+        if self.taken.load(Ordering::SeqCst) >= self.limit || self.cancel.load(Ordering::SeqCst) {
+            return None;
+        }
+        let next = match self.source.lock() {
+            Ok(mut source) => source.next(),
+            Err(_) => return Some(Err(ArrowError::ExternalError("the source stream was poisoned".into()))),
+        };
+        let batch = match next {
+            None => {
+                self.exhausted.store(true, Ordering::SeqCst);
+                return None;
+            }
+            Some(Err(error)) => return Some(Err(error)),
+            Some(Ok(batch)) => batch,
         };
         if batch.schema().fields() != self.schema.fields() {
             return Some(Err(ArrowError::SchemaError(
                 "the source produced a batch outside the canonical schema".into(),
             )));
         }
-        (self.progress)(MigrateEvent::Batch {
-            records: batch.num_rows() as u64,
-        });
+        let rows = batch.num_rows() as u64;
+        self.taken.fetch_add(rows, Ordering::SeqCst);
+        (self.progress)(MigrateEvent::Batch { records: rows });
         Some(Ok(batch))
     }
 }
 
-impl<R: Iterator<Item = Result<RecordBatch, ArrowError>>> RecordBatchReader for CountingReader<R> {
+impl RecordBatchReader for ChunkReader {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }

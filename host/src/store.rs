@@ -57,6 +57,8 @@ pub struct Store {
     pub capabilities: Capabilities,
     /// Whether it was opened read-only.
     pub access: Access,
+    /// The store options it was opened with.
+    pub options: BTreeMap<String, String>,
     /// The store itself.
     pub backend: Box<dyn Backend>,
 }
@@ -77,6 +79,7 @@ impl Store {
             spec: spec.clone(),
             capabilities: plugin.info.capabilities,
             access,
+            options: options.clone(),
             backend,
         })
     }

@@ -1,10 +1,12 @@
 //! Checking that two stores hold the same collections: counts, descriptions and every record
 //! through an order-independent content digest.
 //!
-//! Ids, documents and metadata must match exactly. Vectors must match bit for bit, except that a
-//! store may keep a vector only approximately (Chroma keeps cosine collections as unit vectors
-//! times their norm, which can move a value by an ulp): such records are fetched from both stores,
-//! measured by cosine similarity and counted as `approximate` when within the tolerance.
+//! Ids, documents, metadata keys, strings, integers and booleans must match exactly. Vectors and
+//! metadata floats must match bit for bit, except that some stores keep them only approximately:
+//! Chroma keeps cosine collections as unit vectors times their norm (a value can move by an ulp),
+//! and its number parser cannot produce some doubles (chromadb itself turns 0.9299999999999999
+//! into 0.93). Records whose digests differ are fetched from both stores and classified: within
+//! the tolerances they count as `approximate`, with how they differ; otherwise as `different`.
 
 use std::collections::HashMap;
 
@@ -12,6 +14,7 @@ use anyhow::Result;
 use ragged_plugin_api::arrow::batch_to_records;
 use ragged_plugin_api::{ExtractRequest, Record};
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::records::{RecordDigest, collect_records, cosine_similarity, read_stream, record_digest};
 use crate::store::{InStore, Store};
@@ -27,11 +30,24 @@ pub struct VerifyOptions {
     /// A vector that is not bit-exact still matches when `1 - cosine` is at most this; 0 demands
     /// exact bits.
     pub vector_tolerance: f64,
+    /// A metadata float still matches when it is at most this many ulps away; 0 demands exact bits.
+    pub float_ulps: u64,
+}
+
+impl VerifyOptions {
+    /// Everything bit for bit.
+    pub const EXACT: VerifyOptions = VerifyOptions {
+        vector_tolerance: 0.0,
+        float_ulps: 0,
+    };
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        VerifyOptions { vector_tolerance: 1e-6 }
+        VerifyOptions {
+            vector_tolerance: 1e-6,
+            float_ulps: 1,
+        }
     }
 }
 
@@ -50,9 +66,13 @@ pub struct CollectionVerification {
     pub description_matches: bool,
     /// Records identical in both stores, vectors bit for bit.
     pub exact: u64,
-    /// Records identical but for vectors within the tolerance.
+    /// Records identical but for vectors or metadata floats within the tolerances.
     pub approximate: u64,
-    /// The lowest cosine similarity among approximate vectors.
+    /// Approximate records whose vector is not bit-exact.
+    pub inexact_vectors: u64,
+    /// Approximate records with a metadata float a few ulps away.
+    pub rounded_floats: u64,
+    /// The lowest cosine similarity among vectors that are not bit-exact.
     pub min_vector_cosine: Option<f64>,
     /// Records only in the first store.
     pub missing: u64,
@@ -84,7 +104,7 @@ pub fn compare_collection(
         digests.insert(record.id.clone(), record_digest(&record));
     })?;
     let (mut exact, mut extra, mut different) = (0u64, 0u64, 0u64);
-    let mut vector_only = Vec::new();
+    let mut mismatched = Vec::new();
     let mut first_mismatches = Vec::new();
     let mut note = |kind: &str, id: &str| {
         if first_mismatches.len() < NAMED_MISMATCHES {
@@ -97,17 +117,8 @@ pub fn compare_collection(
                 extra += 1;
                 note("extra", &record.id);
             }
-            Some(expected) => {
-                let got = record_digest(&record);
-                if got == expected {
-                    exact += 1;
-                } else if got.content == expected.content {
-                    vector_only.push(record.id);
-                } else {
-                    different += 1;
-                    note("different", &record.id);
-                }
-            }
+            Some(expected) if expected.full == record_digest(&record).full => exact += 1,
+            Some(_) => mismatched.push(record.id),
         }
     })?;
     let mut missing_ids: Vec<&String> = digests.keys().collect();
@@ -115,21 +126,35 @@ pub fn compare_collection(
     for id in missing_ids.iter().take(NAMED_MISMATCHES) {
         note("missing", id);
     }
-    let (mut approximate, mut min_vector_cosine) = (0u64, None::<f64>);
-    for chunk in vector_only.chunks(FETCH_CHUNK) {
+    let (mut approximate, mut inexact_vectors, mut rounded_floats, mut min_vector_cosine) = (0, 0, 0, None::<f64>);
+    for chunk in mismatched.chunks(FETCH_CHUNK) {
         let from_source = fetch(source, name, chunk)?;
         let from_target = fetch(target, name, chunk)?;
         for id in chunk {
-            let similarity = match (from_source.get(id.as_str()), from_target.get(id.as_str())) {
-                (Some(a), Some(b)) => cosine_similarity(&a.embedding, &b.embedding),
-                _ => 0.0,
-            };
-            min_vector_cosine = Some(min_vector_cosine.map_or(similarity, |m| m.min(similarity)));
-            if 1.0 - similarity <= options.vector_tolerance && options.vector_tolerance > 0.0 {
-                approximate += 1;
-            } else {
+            let (Some(want), Some(got)) = (from_source.get(id.as_str()), from_target.get(id.as_str())) else {
                 different += 1;
-                note("different vector", id);
+                note("different", id);
+                continue;
+            };
+            let similarity = cosine_similarity(&want.embedding, &got.embedding);
+            let vector_differs = want
+                .embedding
+                .iter()
+                .zip(&got.embedding)
+                .any(|(a, b)| a.to_bits() != b.to_bits());
+            if vector_differs {
+                min_vector_cosine = Some(min_vector_cosine.map_or(similarity, |m| m.min(similarity)));
+            }
+            let vector_ok =
+                !vector_differs || 1.0 - similarity <= options.vector_tolerance && options.vector_tolerance > 0.0;
+            let metadata = compare_metadata(want.metadata.as_deref(), got.metadata.as_deref(), options.float_ulps);
+            if want.document != got.document || !vector_ok || metadata == MetadataMatch::Different {
+                different += 1;
+                note(if vector_ok { "different" } else { "different vector" }, id);
+            } else {
+                approximate += 1;
+                inexact_vectors += u64::from(vector_differs);
+                rounded_floats += u64::from(metadata == MetadataMatch::RoundedFloats);
             }
         }
     }
@@ -144,12 +169,75 @@ pub fn compare_collection(
         description_matches,
         exact,
         approximate,
+        inexact_vectors,
+        rounded_floats,
         min_vector_cosine,
         missing,
         extra,
         different,
         first_mismatches,
     })
+}
+
+/// How two metadata objects compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetadataMatch {
+    Exact,
+    RoundedFloats,
+    Different,
+}
+
+/// Compares metadata: same keys and types, equal strings, integers and booleans, floats at most
+/// `float_ulps` apart.
+fn compare_metadata(want: Option<&str>, got: Option<&str>, float_ulps: u64) -> MetadataMatch {
+    let parse = |text: Option<&str>| text.map(|t| serde_json::from_str::<Value>(t).ok());
+    match (parse(want), parse(got)) {
+        (None, None) => MetadataMatch::Exact,
+        (Some(Some(a)), Some(Some(b))) => compare_values(&a, &b, float_ulps),
+        _ => MetadataMatch::Different,
+    }
+}
+
+fn compare_values(want: &Value, got: &Value, float_ulps: u64) -> MetadataMatch {
+    let worst = |matches: Vec<MetadataMatch>| {
+        if matches.contains(&MetadataMatch::Different) {
+            MetadataMatch::Different
+        } else if matches.contains(&MetadataMatch::RoundedFloats) {
+            MetadataMatch::RoundedFloats
+        } else {
+            MetadataMatch::Exact
+        }
+    };
+    match (want, got) {
+        (Value::Object(a), Value::Object(b)) if a.len() == b.len() => worst(
+            a.iter()
+                .map(|(key, value)| {
+                    b.get(key).map_or(MetadataMatch::Different, |other| {
+                        compare_values(value, other, float_ulps)
+                    })
+                })
+                .collect(),
+        ),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            worst(a.iter().zip(b).map(|(x, y)| compare_values(x, y, float_ulps)).collect())
+        }
+        (Value::Number(a), Value::Number(b)) if a.is_f64() && b.is_f64() => {
+            let (x, y) = (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN));
+            if x.to_bits() == y.to_bits() {
+                MetadataMatch::Exact
+            } else if x.is_finite()
+                && y.is_finite()
+                && x.signum() == y.signum()
+                && x.to_bits().abs_diff(y.to_bits()) <= float_ulps
+            {
+                MetadataMatch::RoundedFloats
+            } else {
+                MetadataMatch::Different
+            }
+        }
+        (a, b) if a == b => MetadataMatch::Exact,
+        _ => MetadataMatch::Different,
+    }
 }
 
 fn fetch(store: &Store, name: &str, ids: &[String]) -> Result<HashMap<String, Record>> {
@@ -176,4 +264,73 @@ fn for_each_record(store: &Store, name: &str, dimension: u32, mut visit: impl Fn
         batch_to_records(&batch?)?.into_iter().for_each(&mut visit);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(want: &str, got: &str, ulps: u64, expected: MetadataMatch) {
+        assert_eq!(
+            compare_metadata(Some(want), Some(got), ulps),
+            expected,
+            "{want} vs {got}"
+        );
+    }
+
+    #[test]
+    fn metadata_floats_may_round_by_an_ulp_nothing_else_may_change() {
+        let exact = r#"{"a":1,"f":0.9299999999999999,"t":["x"],"b":true}"#;
+        check(
+            exact,
+            r#"{"b":true,"t":["x"],"f":0.9299999999999999,"a":1}"#,
+            1,
+            MetadataMatch::Exact,
+        );
+        check(
+            exact,
+            r#"{"a":1,"f":0.93,"t":["x"],"b":true}"#,
+            1,
+            MetadataMatch::RoundedFloats,
+        );
+        check(
+            exact,
+            r#"{"a":1,"f":0.93,"t":["x"],"b":true}"#,
+            0,
+            MetadataMatch::Different,
+        );
+        check(
+            exact,
+            r#"{"a":1,"f":0.94,"t":["x"],"b":true}"#,
+            1,
+            MetadataMatch::Different,
+        );
+        check(
+            exact,
+            r#"{"a":1.0,"f":0.9299999999999999,"t":["x"],"b":true}"#,
+            1,
+            MetadataMatch::Different,
+        );
+        check(
+            exact,
+            r#"{"a":1,"f":0.9299999999999999,"t":["y"],"b":true}"#,
+            1,
+            MetadataMatch::Different,
+        );
+        check(
+            exact,
+            r#"{"a":1,"f":0.9299999999999999,"t":["x"]}"#,
+            1,
+            MetadataMatch::Different,
+        );
+        check(
+            r#"{"f":[0.5,2.0]}"#,
+            r#"{"f":[0.5,2.0000000000000004]}"#,
+            1,
+            MetadataMatch::RoundedFloats,
+        );
+        check(r#"{"f":-0.0}"#, r#"{"f":0.0}"#, 1, MetadataMatch::Different);
+        assert_eq!(compare_metadata(None, Some("{}"), 1), MetadataMatch::Different);
+        assert_eq!(compare_metadata(None, None, 0), MetadataMatch::Exact);
+    }
 }

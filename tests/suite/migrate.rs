@@ -1,5 +1,9 @@
 //! Migrations between every ordered pair of store plugins: everything arrives, nothing changes in
-//! the source, and verification notices a tampered target.
+//! the source, verification notices differences, a failed migration rolls the target back, and an
+//! interrupted or killed one resumes to an exact copy.
+
+use std::process::Stdio;
+use std::time::Duration;
 
 use ragged::tree::tree_digest;
 use ragged_tests::{TestEnv, store_plugins};
@@ -139,4 +143,259 @@ fn an_unknown_backend_is_a_clear_error() {
     env.ragged(&["backend", "collections", "./just-a-path"])
         .code(2)
         .stderr_has("write BACKEND:LOCATION");
+}
+
+/// The `run.json` files of an environment's migration runs.
+fn runs(env: &TestEnv) -> Vec<serde_json::Value> {
+    let mut runs = Vec::new();
+    for entry in std::fs::read_dir(env.path("home/runs")).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path().join("run.json")).unwrap();
+        runs.push(serde_json::from_str(&text).unwrap());
+    }
+    runs
+}
+
+#[test]
+fn kill_9_at_several_moments_then_resume_gives_an_exact_copy() {
+    let env = TestEnv::new();
+    let source = env.store("parquet", "source");
+    env.ragged(&[
+        "backend",
+        "generate",
+        &source,
+        "--collection",
+        "big",
+        "--records",
+        "40000",
+        "--dim",
+        "32",
+    ])
+    .ok();
+    env.ragged(&[
+        "backend",
+        "generate",
+        &source,
+        "--collection",
+        "small",
+        "--records",
+        "700",
+        "--dim",
+        "32",
+    ])
+    .ok();
+    let before = tree_digest(&env.path("source")).unwrap();
+    let target = env.store("parquet", "target");
+    let mut killed_midway = 0;
+    for (attempt, delay_ms) in [150u64, 400, 250, 600, 300].into_iter().enumerate() {
+        let mut args = vec![
+            "backend",
+            "migrate",
+            &source,
+            &target,
+            "--batch-size",
+            "250",
+            "--checkpoint-interval",
+            "1000",
+            "-q",
+        ];
+        if attempt > 0 && !runs(&env).is_empty() {
+            args.push("--resume");
+        }
+        let mut child = env
+            .command()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let done: u64 = runs(&env)
+                .iter()
+                .flat_map(|run| {
+                    run["collections"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| c[1]["records_done"].as_u64().unwrap())
+                })
+                .sum();
+            killed_midway += u64::from(done > 0 && done < 40_700);
+        }
+    }
+    assert!(
+        killed_midway >= 1,
+        "no kill landed in the middle of a load; the test proves nothing"
+    );
+    let finished = if runs(&env).iter().any(|r| r["state"] == "completed") {
+        None
+    } else {
+        Some(
+            env.ragged(&["backend", "migrate", &source, &target, "--resume", "--json"])
+                .ok()
+                .json(),
+        )
+    };
+    if let Some(report) = finished {
+        assert_eq!(report["state"], "completed", "{report:#}");
+    }
+    env.ragged(&["backend", "verify", &source, &target, "--exact"])
+        .ok()
+        .stdout_has("big: 40000 vs 40000 records");
+    assert_eq!(before, tree_digest(&env.path("source")).unwrap(), "the source changed");
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_at_a_batch_boundary_and_prints_the_resume_command() {
+    let env = TestEnv::new();
+    let source = env.store("parquet", "source");
+    env.ragged(&[
+        "backend",
+        "generate",
+        &source,
+        "--collection",
+        "big",
+        "--records",
+        "60000",
+        "--dim",
+        "32",
+    ])
+    .ok();
+    let target = env.store("parquet", "target");
+    let child = env
+        .command()
+        .args([
+            "backend",
+            "migrate",
+            &source,
+            &target,
+            "--batch-size",
+            "200",
+            "--checkpoint-interval",
+            "1000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("interrupted; resume with:") && stdout.contains("--resume --checkpoint"),
+        "{stdout}"
+    );
+    let run = &runs(&env)[0];
+    assert_eq!(run["state"], "interrupted");
+    let done = run["collections"][0][1]["records_done"].as_u64().unwrap();
+    assert!(
+        done > 0 && done < 60_000 && done % 200 == 0,
+        "stopped at a batch boundary: {done}"
+    );
+    env.ragged(&["backend", "migrate", &source, &target, "--resume"])
+        .ok()
+        .stdout_has("verified: every record matches");
+    env.ragged(&["backend", "verify", &source, &target, "--exact"]).ok();
+}
+
+#[test]
+fn a_failed_verification_restores_the_target_byte_identical() {
+    let env = TestEnv::new();
+    if !store_plugins().iter().any(|p| p == "chroma") {
+        return;
+    }
+    // The target already holds a collection; the migration must leave it exactly as it was.
+    let target = env.store("chroma", "target");
+    env.ragged(&[
+        "backend",
+        "generate",
+        &target,
+        "--collection",
+        "existing",
+        "--records",
+        "300",
+        "--dim",
+        "16",
+    ])
+    .ok();
+    let before = tree_digest(&env.path("target")).unwrap();
+    let source = env.store("parquet", "source");
+    env.ragged(&[
+        "backend",
+        "generate",
+        &source,
+        "--collection",
+        "notes",
+        "--records",
+        "2000",
+        "--dim",
+        "16",
+        "--metric",
+        "cosine",
+    ])
+    .ok();
+    // Chroma keeps cosine vectors as unit vectors times their norm, so --exact cannot be met.
+    let run = env.ragged(&["backend", "migrate", &source, &target, "--exact", "--json"]);
+    run.code(1);
+    let report = run.json();
+    assert_eq!(report["state"], "rolled-back", "{report:#}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("verification failed for notes"),
+        "{report:#}"
+    );
+    assert_eq!(
+        before,
+        tree_digest(&env.path("target")).unwrap(),
+        "the rollback did not restore the target exactly"
+    );
+    let listed = env.ragged(&["backend", "collections", &target, "--json"]).ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+}
+
+#[test]
+fn a_rollback_removes_a_target_that_did_not_exist() {
+    let env = TestEnv::new();
+    if !store_plugins().iter().any(|p| p == "chroma") {
+        return;
+    }
+    let source = env.store("parquet", "source");
+    env.ragged(&[
+        "backend",
+        "generate",
+        &source,
+        "--collection",
+        "notes",
+        "--records",
+        "500",
+        "--dim",
+        "16",
+        "--metric",
+        "cosine",
+    ])
+    .ok();
+    let target = env.store("chroma", "fresh");
+    env.ragged(&["backend", "migrate", &source, &target, "--exact"])
+        .code(1)
+        .stdout_has("restored to its state before");
+    assert!(
+        !env.path("fresh").exists(),
+        "the rolled-back target directory is still there"
+    );
 }

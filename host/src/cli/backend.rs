@@ -1,7 +1,5 @@
 //! `ragged backend ...`: migrate, verify, collections, generate.
 
-use std::sync::{Arc, Mutex};
-
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use ragged_plugin_api::arrow::canonical_schema;
@@ -10,40 +8,15 @@ use ragged_plugin_api::{Access, BatchStream, CollectionInfo, DistanceMetric, Loa
 use super::{EXIT_FINDINGS, EXIT_OK};
 use crate::context::Context;
 use crate::corpus::Corpus;
-use crate::migrate::{self, MigrateEvent, MigrateOptions};
-use crate::output::{Progress, print_json, print_text, status};
+use crate::output::{print_json, print_text, status};
 use crate::store::{InStore, Store, StoreSpec, parse_options};
 use crate::verify::{self, CollectionVerification, VerifyOptions};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BackendCommand {
     /// Copy collections from one store to another, then verify every record.
-    #[command(
-        after_help = "Examples:\n  ragged backend migrate chroma:./chroma_db lance:./lancedb\n  \
-        ragged backend migrate parquet:./export chroma:./chroma_db --collection notes --batch-size 2000\n  \
-        ragged backend migrate chroma:./chroma_db leann:./indexes --target-option shape=compact --json"
-    )]
-    Migrate {
-        /// Where the records are (opened read-only), as BACKEND:LOCATION.
-        source: StoreSpec,
-        /// Where they go, as BACKEND:LOCATION.
-        target: StoreSpec,
-        /// Migrate only this collection (repeatable; default: all).
-        #[arg(long = "collection", value_name = "NAME")]
-        collections: Vec<String>,
-        /// Records per batch.
-        #[arg(long, default_value_t = 1000)]
-        batch_size: u32,
-        /// Skip the record-by-record comparison after loading.
-        #[arg(long)]
-        no_verify: bool,
-        #[command(flatten)]
-        strictness: StrictnessArgs,
-        #[command(flatten)]
-        options: StoreOptionArgs,
-        #[command(flatten)]
-        output: OutputArgs,
-    },
+    #[command(after_help = super::migrate::EXAMPLES)]
+    Migrate(super::migrate::MigrateArgs),
     /// Compare the collections of two stores record by record.
     #[command(
         after_help = "Examples:\n  ragged backend verify chroma:./chroma_db lance:./lancedb\n  \
@@ -114,25 +87,26 @@ pub(crate) enum BackendCommand {
 pub(crate) struct StoreOptionArgs {
     /// Option for the source store, KEY=VALUE (repeatable).
     #[arg(long = "source-option", value_name = "KEY=VALUE")]
-    source_options: Vec<String>,
+    pub(crate) source_options: Vec<String>,
     /// Option for the target store, KEY=VALUE (repeatable).
     #[arg(long = "target-option", value_name = "KEY=VALUE")]
-    target_options: Vec<String>,
+    pub(crate) target_options: Vec<String>,
 }
 
 /// How strictly records are compared.
 #[derive(Debug, Args)]
 pub(crate) struct StrictnessArgs {
-    /// Require every vector to match bit for bit (by default a vector a store keeps only
-    /// approximately, such as Chroma's cosine collections, matches within 1e-6 of cosine 1).
+    /// Require vectors and metadata floats to match bit for bit. By default what a store keeps
+    /// only approximately (Chroma: cosine vectors, some doubles) matches within cosine distance
+    /// 1e-6 and 1 ulp, and is reported as approximate.
     #[arg(long)]
-    exact_vectors: bool,
+    exact: bool,
 }
 
 impl StrictnessArgs {
-    fn options(&self) -> VerifyOptions {
-        if self.exact_vectors {
-            VerifyOptions { vector_tolerance: 0.0 }
+    pub(crate) fn options(&self) -> VerifyOptions {
+        if self.exact {
+            VerifyOptions::EXACT
         } else {
             VerifyOptions::default()
         }
@@ -144,60 +118,15 @@ impl StrictnessArgs {
 pub(crate) struct OutputArgs {
     /// Print a JSON report on stdout instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// No progress output.
     #[arg(long, short)]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
     match command {
-        BackendCommand::Migrate {
-            source,
-            target,
-            collections,
-            batch_size,
-            no_verify,
-            strictness,
-            options,
-            output,
-        } => {
-            let source = Store::open(ctx, &source, &parse_options(&options.source_options)?, Access::ReadOnly)?;
-            let target = Store::open(
-                ctx,
-                &target,
-                &parse_options(&options.target_options)?,
-                Access::ReadWrite,
-            )?;
-            let migrate_options = MigrateOptions {
-                collections,
-                batch_size,
-                verify: (!no_verify).then(|| strictness.options()),
-            };
-            let report = migrate::migrate(
-                &source,
-                &target,
-                &migrate_options,
-                progress_printer(output.quiet || output.json),
-            )?;
-            if output.json {
-                print_json(&report)?;
-            } else {
-                let mut text = String::new();
-                for c in &report.collections {
-                    text.push_str(&format!(
-                        "{}: {} records in {:.2}s ({:.0} records/s)",
-                        c.name, c.records, c.seconds, c.records_per_second
-                    ));
-                    match &c.verification {
-                        Some(v) => text.push_str(&format!(", {}\n", verification_summary(v))),
-                        None => text.push_str(", not verified\n"),
-                    }
-                }
-                print_text(&text)?;
-            }
-            Ok(if report.verified_ok() { EXIT_OK } else { EXIT_FINDINGS })
-        }
+        BackendCommand::Migrate(args) => super::migrate::exec(ctx, args),
         BackendCommand::Verify {
             source,
             target,
@@ -326,7 +255,7 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
 }
 
 /// One line about a collection's verification.
-fn verification_summary(v: &CollectionVerification) -> String {
+pub(crate) fn verification_summary(v: &CollectionVerification) -> String {
     if !v.ok {
         return format!(
             "VERIFICATION FAILED: {} missing, {} extra, {} different ({})",
@@ -336,34 +265,24 @@ fn verification_summary(v: &CollectionVerification) -> String {
             v.first_mismatches.join(", ")
         );
     }
-    match v.min_vector_cosine {
-        Some(cosine) if v.approximate > 0 => format!(
-            "verified: every record matches ({} exact; {} with vectors not bit-exact, largest cosine distance {:.1e})",
-            v.exact,
-            v.approximate,
-            1.0 - cosine
-        ),
-        _ => "verified: every record matches".to_owned(),
+    if v.approximate == 0 {
+        return "verified: every record matches".to_owned();
     }
-}
-
-/// Shows migration progress on stderr: a bar on a terminal, periodic lines otherwise.
-fn progress_printer(quiet: bool) -> migrate::ProgressFn {
-    let current: Arc<Mutex<Option<Progress>>> = Arc::new(Mutex::new(None));
-    Arc::new(move |event| {
-        let Ok(mut slot) = current.lock() else { return };
-        match event {
-            MigrateEvent::CollectionStarted { name, records } => *slot = Some(Progress::new(&name, records, quiet)),
-            MigrateEvent::Batch { records } => {
-                if let Some(progress) = slot.as_mut() {
-                    progress.advance(records);
-                }
-            }
-            MigrateEvent::CollectionLoaded => {
-                if let Some(progress) = slot.take() {
-                    progress.finish();
-                }
-            }
-        }
-    })
+    let mut how = Vec::new();
+    if v.inexact_vectors > 0 {
+        let distance = v
+            .min_vector_cosine
+            .map(|c| format!(", largest cosine distance {:.1e}", 1.0 - c))
+            .unwrap_or_default();
+        how.push(format!("{} vectors not bit-exact{distance}", v.inexact_vectors));
+    }
+    if v.rounded_floats > 0 {
+        how.push(format!("{} with a metadata float rounded by 1 ulp", v.rounded_floats));
+    }
+    format!(
+        "verified: every record matches ({} exact; {} approximate: {})",
+        v.exact,
+        v.approximate,
+        how.join("; ")
+    )
 }

@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch. The only module that knows the terminal.
 
 mod backend;
+mod migrate;
 mod plugin;
 
 use std::path::PathBuf;
@@ -18,6 +19,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FINDINGS: u8 = 1;
 /// An error stopped the command.
 pub const EXIT_ERROR: u8 = 2;
+/// The command was interrupted (Ctrl-C) and can be resumed.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 static VERSION: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -50,7 +53,7 @@ Examples:
   ragged backend migrate parquet:./demo chroma:./chroma_db
   ragged backend verify parquet:./demo chroma:./chroma_db
 
-Exit codes: 0 success, 1 differences or failed checks, 2 error.";
+Exit codes: 0 success, 1 differences or failed checks, 2 error, 130 interrupted (resumable).";
 
 #[derive(Debug, Subcommand)]
 enum Command {

@@ -1,0 +1,279 @@
+//! Backups: a `.tar.zst` of directory trees and files, with a manifest of every file's SHA-256
+//! (the archive's last entry, and a copy beside it). Restoring checks every checksum before it
+//! touches anything, then makes each backed-up tree byte-identical to what was saved: files are
+//! rewritten and files that appeared since are removed.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The name of the manifest inside an archive.
+const MANIFEST_ENTRY: &str = "MANIFEST.json";
+
+/// What a backup holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupManifest {
+    /// What was backed up and why (for `backups list`).
+    pub label: String,
+    /// When (RFC 3339).
+    pub created: String,
+    /// The trees saved: restoring makes each exactly as it was.
+    pub roots: Vec<PathBuf>,
+    /// Every file saved.
+    pub files: Vec<BackupFile>,
+}
+
+/// One saved file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupFile {
+    /// Its name inside the archive.
+    pub entry: String,
+    /// Where it was (and is restored to).
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+}
+
+impl BackupManifest {
+    /// Total bytes saved.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// Saves the trees under `roots` (missing roots are recorded and restored as absent) into
+/// `archive`, returning the manifest.
+pub fn create(archive: &Path, label: &str, roots: &[PathBuf]) -> Result<BackupManifest> {
+    if let Some(parent) = archive.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut manifest = BackupManifest {
+        label: label.to_owned(),
+        created: jiff::Timestamp::now().to_string(),
+        roots: roots.to_vec(),
+        files: Vec::new(),
+    };
+    let temp = archive.with_extension("zst.partial");
+    let mut write = || -> Result<()> {
+        let encoder = zstd::Encoder::new(File::create(&temp)?, 3)?;
+        let mut builder = tar::Builder::new(encoder);
+        builder.sparse(false);
+        for root in roots {
+            for path in files_under(root)? {
+                let entry = format!("files/{:06}", manifest.files.len() + 1);
+                let mut file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                let size = file.metadata()?.len();
+                let mut header = tar::Header::new_gnu();
+                header.set_size(size);
+                header.set_mode(0o644);
+                header.set_cksum();
+                let mut hashing = HashingReader {
+                    inner: &mut file,
+                    hasher: Sha256::new(),
+                };
+                builder.append_data(&mut header, &entry, &mut hashing)?;
+                let sha256 = hex::encode(hashing.hasher.finalize());
+                manifest.files.push(BackupFile {
+                    entry,
+                    path,
+                    size,
+                    sha256,
+                });
+            }
+        }
+        let text = serde_json::to_vec_pretty(&manifest)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, MANIFEST_ENTRY, text.as_slice())?;
+        let mut encoder = builder.into_inner()?;
+        encoder.flush()?;
+        encoder.finish()?.sync_all()?;
+        Ok(())
+    };
+    write().with_context(|| format!("writing backup {}", archive.display()))?;
+    std::fs::rename(&temp, archive).with_context(|| format!("renaming {}", archive.display()))?;
+    std::fs::write(manifest_path(archive), serde_json::to_vec_pretty(&manifest)?)?;
+    Ok(manifest)
+}
+
+/// The manifest kept beside `archive`.
+pub fn manifest_path(archive: &Path) -> PathBuf {
+    archive.with_extension("").with_extension("manifest.json")
+}
+
+/// Reads the manifest beside an archive.
+pub fn read_manifest(archive: &Path) -> Result<BackupManifest> {
+    let path = manifest_path(archive);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a backup manifest", path.display()))
+}
+
+/// Restores every root of `archive` to exactly its saved state.
+pub fn restore(archive: &Path) -> Result<BackupManifest> {
+    // Unpack next to the archive and check every checksum before anything is replaced.
+    let staging = tempfile::Builder::new()
+        .prefix(".restoring-")
+        .tempdir_in(archive.parent().unwrap_or(Path::new(".")))
+        .context("creating a staging directory")?;
+    let decoder = zstd::Decoder::new(File::open(archive).with_context(|| format!("opening {}", archive.display()))?)?;
+    let mut tar = tar::Archive::new(decoder);
+    let mut manifest: Option<BackupManifest> = None;
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let name = entry.path()?.into_owned();
+        if name == Path::new(MANIFEST_ENTRY) {
+            let mut text = Vec::new();
+            entry.read_to_end(&mut text)?;
+            manifest = Some(serde_json::from_slice(&text).context("the archive's manifest is damaged")?);
+            continue;
+        }
+        let safe = name.components().count() == 2 && name.components().all(|c| matches!(c, Component::Normal(_)));
+        if !safe || !name.starts_with("files") {
+            bail!("{}: unexpected entry '{}'", archive.display(), name.display());
+        }
+        let out = staging.path().join(&name);
+        std::fs::create_dir_all(out.parent().unwrap_or(staging.path()))?;
+        std::io::copy(&mut entry, &mut File::create(&out)?)?;
+    }
+    let manifest =
+        manifest.with_context(|| format!("{}: no manifest (the archive is truncated)", archive.display()))?;
+    for file in &manifest.files {
+        let staged = staging.path().join(&file.entry);
+        let sha256 = crate::plugin_manager::sha256_file(&staged)
+            .with_context(|| format!("{}: entry {} is missing", archive.display(), file.entry))?;
+        if sha256 != file.sha256 {
+            bail!(
+                "{}: {} does not match its checksum; the backup is damaged",
+                archive.display(),
+                file.path.display()
+            );
+        }
+    }
+    for root in &manifest.roots {
+        let keep: Vec<&Path> = manifest
+            .files
+            .iter()
+            .map(|f| f.path.as_path())
+            .filter(|p| p.starts_with(root))
+            .collect();
+        remove_extra(root, &keep)?;
+    }
+    for file in &manifest.files {
+        if let Some(parent) = file.path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let temp = file.path.with_extension("ragged-restore");
+        std::fs::copy(staging.path().join(&file.entry), &temp)
+            .with_context(|| format!("writing {}", temp.display()))?;
+        File::open(&temp)?.sync_all()?;
+        std::fs::rename(&temp, &file.path).with_context(|| format!("restoring {}", file.path.display()))?;
+    }
+    Ok(manifest)
+}
+
+/// Every regular file under `root` (or `root` itself), sorted; nothing for a missing root.
+fn files_under(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let Ok(metadata) = std::fs::symlink_metadata(root) else {
+        return Ok(files);
+    };
+    if metadata.is_file() {
+        files.push(root.to_owned());
+    } else if metadata.is_dir() {
+        let mut children: Vec<PathBuf> = std::fs::read_dir(root)
+            .with_context(|| format!("listing {}", root.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        children.sort();
+        for child in children {
+            files.extend(files_under(&child)?);
+        }
+    }
+    Ok(files)
+}
+
+/// Removes what is under `root` but not in `keep` (files, then directories left empty), and the
+/// root itself when nothing is kept (it did not exist at backup time, or was empty).
+fn remove_extra(root: &Path, keep: &[&Path]) -> Result<()> {
+    if keep.is_empty() {
+        if root.is_dir() {
+            std::fs::remove_dir_all(root).with_context(|| format!("removing {}", root.display()))?;
+        } else if root.exists() {
+            std::fs::remove_file(root).with_context(|| format!("removing {}", root.display()))?;
+        }
+        return Ok(());
+    }
+    for path in files_under(root)? {
+        if !keep.contains(&path.as_path()) {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+struct HashingReader<'a, R> {
+    inner: &'a mut R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::tree_digest;
+
+    #[test]
+    fn a_restore_is_byte_identical_and_removes_what_appeared_since() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(store.join("a/b")).expect("mkdir");
+        std::fs::write(store.join("a/one"), b"one").expect("write");
+        std::fs::write(store.join("a/b/two"), vec![7u8; 100_000]).expect("write");
+        let missing = dir.path().join("not-there-yet");
+        let before = tree_digest(&store).expect("digest");
+        let archive = dir.path().join("backups/b.tar.zst");
+        let manifest = create(&archive, "test", &[store.clone(), missing.clone()]).expect("backup");
+        assert_eq!(manifest.files.len(), 2);
+        assert_eq!(read_manifest(&archive).expect("manifest beside"), manifest);
+
+        std::fs::write(store.join("a/one"), b"changed").expect("write");
+        std::fs::write(store.join("a/b/new"), b"new").expect("write");
+        std::fs::remove_file(store.join("a/b/two")).expect("remove");
+        std::fs::create_dir_all(&missing).expect("mkdir");
+        std::fs::write(missing.join("x"), b"x").expect("write");
+        restore(&archive).expect("restores");
+        assert_eq!(tree_digest(&store).expect("digest"), before);
+        assert!(!missing.exists(), "a root that did not exist at backup time is removed");
+    }
+
+    #[test]
+    fn a_damaged_backup_is_refused_before_anything_changes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(&store).expect("mkdir");
+        std::fs::write(store.join("data"), vec![1u8; 50_000]).expect("write");
+        let archive = dir.path().join("b.tar.zst");
+        create(&archive, "test", std::slice::from_ref(&store)).expect("backup");
+        std::fs::write(store.join("data"), b"current").expect("write");
+        let mut bytes = std::fs::read(&archive).expect("read");
+        bytes.truncate(bytes.len() / 2);
+        std::fs::write(&archive, bytes).expect("truncate");
+        assert!(restore(&archive).is_err());
+        assert_eq!(std::fs::read(store.join("data")).expect("read"), b"current");
+    }
+}

@@ -1,0 +1,263 @@
+//! `ragged backend migrate`: plan or resume a run, execute it with a progress bar, report.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Result, bail};
+use clap::Args;
+use ragged_plugin_api::Access;
+
+use super::backend::{OutputArgs, StoreOptionArgs, StrictnessArgs, verification_summary};
+use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK};
+use crate::context::Context;
+use crate::migrate::{self, FinishOptions, MigrateEvent, MigrateOptions, MigrateReport};
+use crate::output::{Progress, print_json, print_text, status};
+use crate::runs::{Run, RunState};
+use crate::store::{Store, StoreSpec, parse_options};
+
+pub(crate) const EXAMPLES: &str = "Examples:
+  ragged backend migrate chroma:./chroma_db parquet:./export
+  ragged backend migrate parquet:./export chroma:./chroma_db --collection notes --batch-size 2000
+  ragged backend migrate chroma:./chroma_db parquet:./export --resume
+  ragged backend migrate chroma:./chroma_db parquet:./export --resume --checkpoint ~/.ragged/runs/ID/run.json
+
+Before writing, ragged backs up the source collections and everything the target holds (under
+~/.ragged/runs/ID/). Each load of --checkpoint-interval records is followed by a durable
+checkpoint: after Ctrl-C, a crash or kill -9, --resume continues where it stopped. After loading,
+every record is verified; when verification fails or an error stops the run, the target is
+restored from its backup.
+
+Exit codes: 0 migrated and verified, 1 verification failed (target rolled back), 2 error,
+130 interrupted (resume with --resume).";
+
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// Where the records are (opened read-only), as BACKEND:LOCATION.
+    source: StoreSpec,
+    /// Where they go, as BACKEND:LOCATION.
+    target: StoreSpec,
+    /// Migrate only this collection (repeatable; default: all).
+    #[arg(long = "collection", value_name = "NAME")]
+    collections: Vec<String>,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: u32,
+    /// Records per load, each followed by a durable checkpoint.
+    #[arg(long, default_value_t = 10_000)]
+    checkpoint_interval: u64,
+    /// Continue the newest unfinished run between these two stores.
+    #[arg(long)]
+    resume: bool,
+    /// With --resume: the run to continue (its run.json).
+    #[arg(long, value_name = "FILE", requires = "resume")]
+    checkpoint: Option<PathBuf>,
+    /// Do not back up the source collections and the target before writing (no rollback then).
+    #[arg(long)]
+    no_backup: bool,
+    /// Leave the target as it is when verification fails or an error stops the run.
+    #[arg(long)]
+    no_rollback: bool,
+    /// Skip the record-by-record comparison after loading.
+    #[arg(long)]
+    no_verify: bool,
+    #[command(flatten)]
+    strictness: StrictnessArgs,
+    #[command(flatten)]
+    options: StoreOptionArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub(crate) fn exec(ctx: &Context, args: MigrateArgs) -> Result<u8> {
+    let resumed = if args.resume { Some(find_run(ctx, &args)?) } else { None };
+    let (source_options, target_options) = match &resumed {
+        // A resumed run keeps the options it started with.
+        Some(run) => (run.source_options.clone(), run.target_options.clone()),
+        None => (
+            parse_options(&args.options.source_options)?,
+            parse_options(&args.options.target_options)?,
+        ),
+    };
+    let source = Store::open(ctx, &args.source, &source_options, Access::ReadOnly)?;
+    let target = Store::open(ctx, &args.target, &target_options, Access::ReadWrite)?;
+    let mut run = match resumed {
+        Some(run) => {
+            if !args.quiet_or_json() {
+                let done: u64 = run.collections.iter().map(|(_, p)| p.records_done).sum();
+                status(&format!("resuming run {} ({done} records already loaded)", run.id));
+            }
+            run
+        }
+        None => {
+            let options = MigrateOptions {
+                collections: args.collections.clone(),
+                batch_size: args.batch_size,
+                checkpoint_interval: args.checkpoint_interval,
+                backup: !args.no_backup,
+            };
+            migrate::plan(ctx, &source, &target, &options)?
+        }
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    install_interrupt_handler(cancel.clone());
+    let finish = FinishOptions {
+        verify: (!args.no_verify).then(|| args.strictness.options()),
+        auto_rollback: !args.no_rollback,
+    };
+    let report = migrate::execute(
+        ctx,
+        &mut run,
+        source,
+        target,
+        &finish,
+        progress_printer(args.quiet_or_json()),
+        cancel,
+    )?;
+    if args.output.json {
+        print_json(&report)?;
+    } else {
+        print_text(&describe(&report, &args))?;
+    }
+    Ok(match report.state {
+        RunState::Completed => EXIT_OK,
+        RunState::Interrupted | RunState::Running => EXIT_INTERRUPTED,
+        RunState::RolledBack | RunState::Failed
+            if report
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("verification failed")) =>
+        {
+            EXIT_FINDINGS
+        }
+        RunState::RolledBack | RunState::Failed => EXIT_ERROR,
+    })
+}
+
+impl MigrateArgs {
+    fn quiet_or_json(&self) -> bool {
+        self.output.quiet || self.output.json
+    }
+
+    fn resume_command(&self, run: &MigrateReport) -> String {
+        format!(
+            "ragged backend migrate {} {} --resume --checkpoint {}",
+            self.source,
+            self.target,
+            run.run_dir.join("run.json").display()
+        )
+    }
+}
+
+/// The run `--resume` continues: the one `--checkpoint` names, or the newest unfinished run
+/// between the same stores.
+fn find_run(ctx: &Context, args: &MigrateArgs) -> Result<Run> {
+    let resumable = |run: &Run| matches!(run.state, RunState::Running | RunState::Interrupted | RunState::Failed);
+    let run = match &args.checkpoint {
+        Some(path) => Run::load(path)?,
+        None => match Run::list(ctx)?
+            .into_iter()
+            .find(|r| resumable(r) && r.source == args.source.to_string() && r.target == args.target.to_string())
+        {
+            Some(run) => run,
+            None => bail!(
+                "no unfinished migration from {} to {} to resume",
+                args.source,
+                args.target
+            ),
+        },
+    };
+    if run.source != args.source.to_string() || run.target != args.target.to_string() {
+        bail!(
+            "run {} migrates {} to {}, not {} to {}",
+            run.id,
+            run.source,
+            run.target,
+            args.source,
+            args.target
+        );
+    }
+    if !resumable(&run) {
+        bail!("run {} is {:?} and cannot be resumed", run.id, run.state);
+    }
+    Ok(run)
+}
+
+fn describe(report: &MigrateReport, args: &MigrateArgs) -> String {
+    let mut text = String::new();
+    for c in &report.collections {
+        text.push_str(&format!("{}: {} records", c.name, c.records));
+        if c.loaded_now > 0 || c.seconds > 0.0 {
+            text.push_str(&format!(
+                " ({} loaded in {:.2}s, {:.0} records/s)",
+                c.loaded_now, c.seconds, c.records_per_second
+            ));
+        }
+        match &c.verification {
+            Some(v) => text.push_str(&format!(", {}\n", verification_summary(v))),
+            None => text.push('\n'),
+        }
+    }
+    match report.state {
+        RunState::Completed => {}
+        RunState::Interrupted | RunState::Running => {
+            text.push_str(&format!(
+                "interrupted; resume with:\n  {}\n",
+                args.resume_command(report)
+            ));
+        }
+        RunState::RolledBack => text.push_str(&format!(
+            "migration failed: {}\nthe target was restored to its state before the migration; run {} in {}\n",
+            report.error.as_deref().unwrap_or("unknown error"),
+            report.run_id,
+            report.run_dir.display()
+        )),
+        RunState::Failed => text.push_str(&format!(
+            "migration failed: {}\nthe target was left as it is (no backup or --no-rollback); resume with:\n  {}\n",
+            report.error.as_deref().unwrap_or("unknown error"),
+            args.resume_command(report)
+        )),
+    }
+    text
+}
+
+/// The first Ctrl-C stops at the next batch boundary; a second one exits at once (the run stays
+/// resumable either way: every checkpoint is durable).
+fn install_interrupt_handler(cancel: Arc<AtomicBool>) {
+    let _ = ctrlc::set_handler(move || {
+        if cancel.swap(true, Ordering::SeqCst) {
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        status("stopping after the current batch (Ctrl-C again to stop at once)...");
+    });
+}
+
+/// Shows migration progress on stderr: a bar on a terminal, periodic lines otherwise.
+fn progress_printer(quiet: bool) -> migrate::ProgressFn {
+    let current: Arc<Mutex<Option<Progress>>> = Arc::new(Mutex::new(None));
+    Arc::new(move |event| {
+        let Ok(mut slot) = current.lock() else { return };
+        match event {
+            MigrateEvent::CollectionStarted { name, records, done } => {
+                let mut progress = Progress::new(&name, records, quiet);
+                progress.advance(done);
+                *slot = Some(progress);
+            }
+            MigrateEvent::Batch { records } => {
+                if let Some(progress) = slot.as_mut() {
+                    progress.advance(records);
+                }
+            }
+            MigrateEvent::CollectionLoaded => {
+                if let Some(progress) = slot.take() {
+                    progress.finish();
+                }
+            }
+            MigrateEvent::Verifying { name } => {
+                if !quiet {
+                    status(&format!("{name}: verifying every record"));
+                }
+            }
+        }
+    })
+}
