@@ -511,3 +511,292 @@ impl RecordBatchReader for ChunkReader {
         self.schema.clone()
     }
 }
+
+/// Records copied into a scratch store of the target's kind by a dry run, per collection.
+const PROBE_RECORDS: u64 = 2000;
+
+/// What a dry run measured and predicts. Nothing was written to either store.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRunReport {
+    /// The source store.
+    pub source: String,
+    /// The target store.
+    pub target: String,
+    /// One entry per collection.
+    pub collections: Vec<DryRunCollection>,
+    /// Predicted wall time of extract and load, in seconds.
+    pub estimated_seconds: f64,
+    /// Predicted size of the migrated collections in the target, when the plugin reports storage.
+    pub estimated_target_bytes: Option<u64>,
+    /// Bytes the backups would take before compression (source collections plus current target).
+    pub backup_bytes: u64,
+    /// Free bytes where the target lives, when it is a local path.
+    pub free_bytes: Option<u64>,
+    /// Whether the target and the backups fit, when both sizes are known.
+    pub enough_space: Option<bool>,
+    /// Everything that would be lost, changed or risky.
+    pub warnings: Vec<String>,
+    /// No warning that would make the migration fail or lose data.
+    pub ok: bool,
+}
+
+/// The dry run of one collection.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRunCollection {
+    /// The collection.
+    pub name: String,
+    /// Its records.
+    pub records: u64,
+    /// Its dimension.
+    pub dimension: u32,
+    /// Its metric in the source.
+    pub metric: ragged_plugin_api::DistanceMetric,
+    /// Its metric as the target records it.
+    pub target_metric: ragged_plugin_api::DistanceMetric,
+    /// Records copied through a scratch target store.
+    pub probe_records: u64,
+    /// How the probe records came back from the scratch target.
+    pub probe: verify::Tally,
+    /// Predicted wall time of extract and load.
+    pub estimated_seconds: f64,
+    /// Predicted size in the target.
+    pub estimated_target_bytes: Option<u64>,
+}
+
+/// Measures a migration without performing it: copies up to [`PROBE_RECORDS`] of each collection
+/// through a scratch store of the target's plugin (in a temporary directory, removed afterwards),
+/// times it, measures the storage, reads the records back and classifies each one, and checks the
+/// free disk space. `target` is `None` when the target does not exist yet.
+pub fn dry_run(
+    ctx: &Context,
+    source: &Store,
+    target: Option<&Store>,
+    target_spec: &crate::store::StoreSpec,
+    target_options: &std::collections::BTreeMap<String, String>,
+    options: &MigrateOptions,
+    verify_options: &VerifyOptions,
+) -> Result<DryRunReport> {
+    let names = if options.collections.is_empty() {
+        source.backend.list_collections().in_store(source, "list collections")?
+    } else {
+        options.collections.clone()
+    };
+    let mut warnings = Vec::new();
+    if let Some(target) = target {
+        let existing = target.backend.list_collections().in_store(target, "list collections")?;
+        for name in names.iter().filter(|n| existing.contains(n)) {
+            warnings.push(format!(
+                "{} already has '{name}': the migration would be refused",
+                target.spec
+            ));
+        }
+    }
+    let scratch = tempfile::Builder::new().prefix("ragged-dry-run-").tempdir()?;
+    let probe_spec = crate::store::StoreSpec {
+        backend: target_spec.backend.clone(),
+        location: scratch.path().join("probe").display().to_string(),
+    };
+    let probe_store = Store::open(ctx, &probe_spec, target_options, Access::ReadWrite)?;
+    probe_store.require(Capabilities::WRITE, "be written")?;
+    let mut collections = Vec::new();
+    let mut backup_bytes = 0u64;
+    for name in &names {
+        let info = source
+            .backend
+            .describe(name)
+            .in_store(source, &format!("describe '{name}'"))?;
+        for file in source
+            .backend
+            .files(name)
+            .in_store(source, &format!("list the files of '{name}'"))?
+        {
+            backup_bytes += tree_bytes(Path::new(&file));
+        }
+        let started = Instant::now();
+        let request = ExtractRequest {
+            batch_size: options.batch_size,
+            start: 0,
+        };
+        let stream = source
+            .backend
+            .extract(name, &request)
+            .in_store(source, &format!("extract '{name}'"))?;
+        let mut batches = Vec::new();
+        let mut taken = 0u64;
+        for batch in crate::records::read_stream(stream, Some(info.dimension))? {
+            let batch = batch?;
+            let wanted = (PROBE_RECORDS - taken).min(batch.num_rows() as u64) as usize;
+            taken += wanted as u64;
+            batches.push(batch.slice(0, wanted));
+            if taken >= PROBE_RECORDS {
+                break;
+            }
+        }
+        let extract_seconds = started.elapsed().as_secs_f64();
+        let records: Vec<ragged_plugin_api::Record> = batches
+            .iter()
+            .map(ragged_plugin_api::arrow::batch_to_records)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let started = Instant::now();
+        let stream = BatchStream::from_batches(ragged_plugin_api::arrow::canonical_schema(info.dimension), batches);
+        let load = LoadRequest {
+            collection: info.clone(),
+            mode: LoadMode::Create,
+        };
+        probe_store
+            .backend
+            .load(&load, stream)
+            .in_store(&probe_store, &format!("load a probe of '{name}'"))?;
+        let load_seconds = started.elapsed().as_secs_f64();
+        let stored = probe_store
+            .backend
+            .describe(name)
+            .in_store(&probe_store, &format!("describe '{name}'"))?;
+        let back = crate::records::collect_records(
+            probe_store
+                .backend
+                .extract(
+                    name,
+                    &ExtractRequest {
+                        batch_size: options.batch_size,
+                        start: 0,
+                    },
+                )
+                .in_store(&probe_store, &format!("extract '{name}'"))?,
+        )?;
+        let back: std::collections::HashMap<&str, &ragged_plugin_api::Record> =
+            back.iter().map(|r| (r.id.as_str(), r)).collect();
+        let mut probe = verify::Tally::default();
+        let mut first_different = Vec::new();
+        for record in &records {
+            match back.get(record.id.as_str()) {
+                Some(got) => {
+                    let (outcome, similarity) = verify::compare_records(record, got, verify_options);
+                    if matches!(outcome, verify::RecordMatch::Different { .. }) && first_different.len() < 5 {
+                        first_different.push(record.id.clone());
+                    }
+                    probe.add(outcome, similarity);
+                }
+                None => {
+                    probe.different += 1;
+                    first_different.push(record.id.clone());
+                }
+            }
+        }
+        let scale = if taken == 0 {
+            0.0
+        } else {
+            info.count as f64 / taken as f64
+        };
+        let estimated_target_bytes = probe_store
+            .backend
+            .storage(name)
+            .ok()
+            .map(|report| (report.total_bytes as f64 * scale.max(1.0)).round() as u64);
+        if stored.metric != info.metric {
+            warnings.push(format!(
+                "'{name}': the target would record metric {} instead of {}",
+                stored.metric, info.metric
+            ));
+        }
+        if stored.dimension != info.dimension {
+            warnings.push(format!(
+                "'{name}': the target would record dimension {} instead of {}",
+                stored.dimension, info.dimension
+            ));
+        }
+        if probe.different > 0 {
+            warnings.push(format!(
+                "'{name}': {} of {taken} probe records came back different from the target (e.g. {}): verification would fail",
+                probe.different,
+                first_different.join(", ")
+            ));
+        }
+        if probe.inexact_vectors > 0 {
+            warnings.push(format!(
+                "'{name}': {} of {taken} probe vectors came back not bit-exact (largest cosine distance {:.1e}); accepted unless --exact",
+                probe.inexact_vectors,
+                1.0 - probe.min_vector_cosine.unwrap_or(1.0)
+            ));
+        }
+        if probe.rounded_floats > 0 {
+            warnings.push(format!(
+                "'{name}': {} of {taken} probe records had a metadata float rounded by 1 ulp; accepted unless --exact",
+                probe.rounded_floats
+            ));
+        }
+        collections.push(DryRunCollection {
+            name: name.clone(),
+            records: info.count,
+            dimension: info.dimension,
+            metric: info.metric,
+            target_metric: stored.metric,
+            probe_records: taken,
+            probe,
+            estimated_seconds: (extract_seconds + load_seconds) * scale,
+            estimated_target_bytes,
+        });
+    }
+    drop(probe_store);
+    let target_location = local_path(&target_spec.location);
+    if let Some(location) = &target_location {
+        backup_bytes += tree_bytes(location);
+    }
+    let free_bytes = target_location
+        .as_deref()
+        .and_then(existing_ancestor)
+        .and_then(|dir| fs4::available_space(dir).ok());
+    let estimated_target_bytes = collections
+        .iter()
+        .map(|c| c.estimated_target_bytes)
+        .sum::<Option<u64>>();
+    let needed = estimated_target_bytes.map(|bytes| bytes + if options.backup { backup_bytes } else { 0 });
+    let enough_space = free_bytes.zip(needed).map(|(free, needed)| free >= needed);
+    if enough_space == Some(false) {
+        warnings.push(format!(
+            "not enough free disk at {}: {} bytes free, about {} needed for the target and the backups",
+            target_spec.location,
+            free_bytes.unwrap_or(0),
+            needed.unwrap_or(0)
+        ));
+    }
+    let ok = enough_space != Some(false)
+        && collections
+            .iter()
+            .all(|c| c.probe.different == 0 && c.target_metric == c.metric)
+        && !warnings.iter().any(|w| w.contains("would be refused"));
+    Ok(DryRunReport {
+        source: source.spec.to_string(),
+        target: target_spec.to_string(),
+        estimated_seconds: collections.iter().map(|c| c.estimated_seconds).sum(),
+        collections,
+        estimated_target_bytes,
+        backup_bytes,
+        free_bytes,
+        enough_space,
+        warnings,
+        ok,
+    })
+}
+
+/// Bytes of the regular files under `path` (0 when missing).
+fn tree_bytes(path: &Path) -> u64 {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_dir() => std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| tree_bytes(&e.path()))
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// The nearest existing directory at or above `path`.
+fn existing_ancestor(path: &Path) -> Option<&Path> {
+    path.ancestors().find(|p| p.is_dir())
+}

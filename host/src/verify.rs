@@ -64,9 +64,23 @@ pub struct CollectionVerification {
     pub target_count: u64,
     /// Whether dimension and metric are the same.
     pub description_matches: bool,
-    /// Records identical in both stores, vectors bit for bit.
+    /// How the records present in both stores compare.
+    #[serde(flatten)]
+    pub records: Tally,
+    /// Records only in the first store.
+    pub missing: u64,
+    /// Records only in the second store.
+    pub extra: u64,
+    /// The first mismatching ids, by kind.
+    pub first_mismatches: Vec<String>,
+}
+
+/// Counts of how records compare with their counterparts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tally {
+    /// Identical, vectors and floats bit for bit.
     pub exact: u64,
-    /// Records identical but for vectors or metadata floats within the tolerances.
+    /// Identical but for vectors or metadata floats within the tolerances.
     pub approximate: u64,
     /// Approximate records whose vector is not bit-exact.
     pub inexact_vectors: u64,
@@ -74,14 +88,73 @@ pub struct CollectionVerification {
     pub rounded_floats: u64,
     /// The lowest cosine similarity among vectors that are not bit-exact.
     pub min_vector_cosine: Option<f64>,
-    /// Records only in the first store.
-    pub missing: u64,
-    /// Records only in the second store.
-    pub extra: u64,
-    /// Records in both whose content differs.
+    /// Records whose content differs beyond the tolerances.
     pub different: u64,
-    /// The first mismatching ids, by kind.
-    pub first_mismatches: Vec<String>,
+}
+
+/// How one record compares with its counterpart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RecordMatch {
+    /// Bit for bit.
+    Exact,
+    /// Within the tolerances.
+    Approximate {
+        /// The vector is not bit-exact.
+        inexact_vector: bool,
+        /// A metadata float is a few ulps away.
+        rounded_floats: bool,
+    },
+    /// Beyond the tolerances; `vector` says whether the vector is what differs.
+    Different {
+        /// The vector is beyond the tolerance.
+        vector: bool,
+    },
+}
+
+/// Compares a record with what another store holds for the same id.
+pub fn compare_records(want: &Record, got: &Record, options: &VerifyOptions) -> (RecordMatch, Option<f64>) {
+    let vector_differs = want.embedding.len() != got.embedding.len()
+        || want
+            .embedding
+            .iter()
+            .zip(&got.embedding)
+            .any(|(a, b)| a.to_bits() != b.to_bits());
+    let similarity = vector_differs.then(|| cosine_similarity(&want.embedding, &got.embedding));
+    let vector_ok = similarity.is_none_or(|s| options.vector_tolerance > 0.0 && 1.0 - s <= options.vector_tolerance);
+    let metadata = compare_metadata(want.metadata.as_deref(), got.metadata.as_deref(), options.float_ulps);
+    let outcome =
+        if want.id != got.id || want.document != got.document || metadata == MetadataMatch::Different || !vector_ok {
+            RecordMatch::Different { vector: !vector_ok }
+        } else if vector_differs || metadata == MetadataMatch::RoundedFloats {
+            RecordMatch::Approximate {
+                inexact_vector: vector_differs,
+                rounded_floats: metadata == MetadataMatch::RoundedFloats,
+            }
+        } else {
+            RecordMatch::Exact
+        };
+    (outcome, similarity)
+}
+
+impl Tally {
+    /// Counts one comparison.
+    pub fn add(&mut self, outcome: RecordMatch, similarity: Option<f64>) {
+        if let Some(s) = similarity {
+            self.min_vector_cosine = Some(self.min_vector_cosine.map_or(s, |m| m.min(s)));
+        }
+        match outcome {
+            RecordMatch::Exact => self.exact += 1,
+            RecordMatch::Approximate {
+                inexact_vector,
+                rounded_floats,
+            } => {
+                self.approximate += 1;
+                self.inexact_vectors += u64::from(inexact_vector);
+                self.rounded_floats += u64::from(rounded_floats);
+            }
+            RecordMatch::Different { .. } => self.different += 1,
+        }
+    }
 }
 
 /// Compares collection `name` in both stores record by record.
@@ -103,7 +176,8 @@ pub fn compare_collection(
     for_each_record(source, name, source_info.dimension, |record| {
         digests.insert(record.id.clone(), record_digest(&record));
     })?;
-    let (mut exact, mut extra, mut different) = (0u64, 0u64, 0u64);
+    let mut records = Tally::default();
+    let mut extra = 0u64;
     let mut mismatched = Vec::new();
     let mut first_mismatches = Vec::new();
     let mut note = |kind: &str, id: &str| {
@@ -117,7 +191,7 @@ pub fn compare_collection(
                 extra += 1;
                 note("extra", &record.id);
             }
-            Some(expected) if expected.full == record_digest(&record).full => exact += 1,
+            Some(expected) if expected.full == record_digest(&record).full => records.exact += 1,
             Some(_) => mismatched.push(record.id),
         }
     })?;
@@ -126,36 +200,21 @@ pub fn compare_collection(
     for id in missing_ids.iter().take(NAMED_MISMATCHES) {
         note("missing", id);
     }
-    let (mut approximate, mut inexact_vectors, mut rounded_floats, mut min_vector_cosine) = (0, 0, 0, None::<f64>);
+    // Only records whose digests differ are fetched again, to tell approximate from different.
     for chunk in mismatched.chunks(FETCH_CHUNK) {
         let from_source = fetch(source, name, chunk)?;
         let from_target = fetch(target, name, chunk)?;
         for id in chunk {
             let (Some(want), Some(got)) = (from_source.get(id.as_str()), from_target.get(id.as_str())) else {
-                different += 1;
+                records.different += 1;
                 note("different", id);
                 continue;
             };
-            let similarity = cosine_similarity(&want.embedding, &got.embedding);
-            let vector_differs = want
-                .embedding
-                .iter()
-                .zip(&got.embedding)
-                .any(|(a, b)| a.to_bits() != b.to_bits());
-            if vector_differs {
-                min_vector_cosine = Some(min_vector_cosine.map_or(similarity, |m| m.min(similarity)));
+            let (outcome, similarity) = compare_records(want, got, options);
+            if let RecordMatch::Different { vector } = outcome {
+                note(if vector { "different vector" } else { "different" }, id);
             }
-            let vector_ok =
-                !vector_differs || 1.0 - similarity <= options.vector_tolerance && options.vector_tolerance > 0.0;
-            let metadata = compare_metadata(want.metadata.as_deref(), got.metadata.as_deref(), options.float_ulps);
-            if want.document != got.document || !vector_ok || metadata == MetadataMatch::Different {
-                different += 1;
-                note(if vector_ok { "different" } else { "different vector" }, id);
-            } else {
-                approximate += 1;
-                inexact_vectors += u64::from(vector_differs);
-                rounded_floats += u64::from(metadata == MetadataMatch::RoundedFloats);
-            }
+            records.add(outcome, similarity);
         }
     }
     let description_matches =
@@ -163,18 +222,13 @@ pub fn compare_collection(
     let missing = digests.len() as u64;
     Ok(CollectionVerification {
         name: name.to_owned(),
-        ok: description_matches && missing == 0 && extra == 0 && different == 0,
+        ok: description_matches && missing == 0 && extra == 0 && records.different == 0,
         source_count: source_info.count,
         target_count: target_info.count,
         description_matches,
-        exact,
-        approximate,
-        inexact_vectors,
-        rounded_floats,
-        min_vector_cosine,
+        records,
         missing,
         extra,
-        different,
         first_mismatches,
     })
 }

@@ -303,7 +303,7 @@ fn ctrl_c_stops_at_a_batch_boundary_and_prints_the_resume_command() {
     assert_eq!(run["state"], "interrupted");
     let done = run["collections"][0][1]["records_done"].as_u64().unwrap();
     assert!(
-        done > 0 && done < 60_000 && done % 200 == 0,
+        done > 0 && done < 60_000 && done.is_multiple_of(200),
         "stopped at a batch boundary: {done}"
     );
     env.ragged(&["backend", "migrate", &source, &target, "--resume"])
@@ -398,4 +398,56 @@ fn a_rollback_removes_a_target_that_did_not_exist() {
         !env.path("fresh").exists(),
         "the rolled-back target directory is still there"
     );
+}
+
+#[test]
+fn a_dry_run_writes_nothing_and_measures_what_would_happen() {
+    let env = TestEnv::new();
+    let source = env.store("parquet", "source");
+    env.ragged(&[
+        "backend",
+        "generate",
+        &source,
+        "--collection",
+        "notes",
+        "--records",
+        "3000",
+        "--dim",
+        "16",
+    ])
+    .ok();
+    let before = tree_digest(&env.path("source")).unwrap();
+    let target = env.store("parquet", "target");
+    let report = env
+        .ragged(&["backend", "migrate", &source, &target, "--dry-run", "--json"])
+        .ok()
+        .json();
+    assert_eq!(report["ok"], true, "{report:#}");
+    let notes = &report["collections"][0];
+    assert_eq!(
+        (notes["records"].as_u64(), notes["probe_records"].as_u64()),
+        (Some(3000), Some(2000)),
+        "{report:#}"
+    );
+    assert_eq!(notes["probe"]["exact"], 2000, "{report:#}");
+    assert!(
+        notes["estimated_target_bytes"].as_u64().unwrap() > 3000 * 16 * 4,
+        "{report:#}"
+    );
+    assert!(
+        report["free_bytes"].as_u64().unwrap() > 0 && report["enough_space"] == true,
+        "{report:#}"
+    );
+    assert!(!env.path("target").exists(), "a dry run created the target");
+    assert!(!env.path("home/runs").exists(), "a dry run recorded a run");
+    assert_eq!(before, tree_digest(&env.path("source")).unwrap());
+
+    if store_plugins().iter().any(|p| p == "chroma") {
+        let chroma = env.store("chroma", "chroma");
+        let run = env.ragged(&["backend", "migrate", &source, &chroma, "--dry-run", "--exact"]);
+        run.code(1)
+            .stdout_has("verification would fail")
+            .stdout_has("the migration would fail or lose data");
+        assert!(!env.path("chroma").exists(), "a dry run created the target");
+    }
 }

@@ -36,8 +36,6 @@ fn on_path(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_vendored_protoc_has_the_well_known_protos() {
         let include = protoc_bin_vendored::include_path().expect("a vendored protoc for this platform");

@@ -261,28 +261,32 @@ pub(crate) fn verification_summary(v: &CollectionVerification) -> String {
             "VERIFICATION FAILED: {} missing, {} extra, {} different ({})",
             v.missing,
             v.extra,
-            v.different,
+            v.records.different,
             v.first_mismatches.join(", ")
         );
     }
-    if v.approximate == 0 {
+    if v.records.approximate == 0 {
         return "verified: every record matches".to_owned();
     }
     let mut how = Vec::new();
-    if v.inexact_vectors > 0 {
+    if v.records.inexact_vectors > 0 {
         let distance = v
+            .records
             .min_vector_cosine
             .map(|c| format!(", largest cosine distance {:.1e}", 1.0 - c))
             .unwrap_or_default();
-        how.push(format!("{} vectors not bit-exact{distance}", v.inexact_vectors));
+        how.push(format!("{} vectors not bit-exact{distance}", v.records.inexact_vectors));
     }
-    if v.rounded_floats > 0 {
-        how.push(format!("{} with a metadata float rounded by 1 ulp", v.rounded_floats));
+    if v.records.rounded_floats > 0 {
+        how.push(format!(
+            "{} with a metadata float rounded by 1 ulp",
+            v.records.rounded_floats
+        ));
     }
     format!(
         "verified: every record matches ({} exact; {} approximate: {})",
-        v.exact,
-        v.approximate,
+        v.records.exact,
+        v.records.approximate,
         how.join("; ")
     )
 }

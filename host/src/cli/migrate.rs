@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use ragged_plugin_api::Access;
+use ragged_plugin_api::{Access, ErrorCode};
 
 use super::backend::{OutputArgs, StoreOptionArgs, StrictnessArgs, verification_summary};
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK};
@@ -14,11 +14,12 @@ use crate::context::Context;
 use crate::migrate::{self, FinishOptions, MigrateEvent, MigrateOptions, MigrateReport};
 use crate::output::{Progress, print_json, print_text, status};
 use crate::runs::{Run, RunState};
-use crate::store::{Store, StoreSpec, parse_options};
+use crate::store::{Store, StoreError, StoreSpec, parse_options};
 
 pub(crate) const EXAMPLES: &str = "Examples:
   ragged backend migrate chroma:./chroma_db parquet:./export
   ragged backend migrate parquet:./export chroma:./chroma_db --collection notes --batch-size 2000
+  ragged backend migrate chroma:./chroma_db parquet:./export --dry-run
   ragged backend migrate chroma:./chroma_db parquet:./export --resume
   ragged backend migrate chroma:./chroma_db parquet:./export --resume --checkpoint ~/.ragged/runs/ID/run.json
 
@@ -46,6 +47,10 @@ pub(crate) struct MigrateArgs {
     /// Records per load, each followed by a durable checkpoint.
     #[arg(long, default_value_t = 10_000)]
     checkpoint_interval: u64,
+    /// Write nothing: measure a probe of each collection through a scratch store of the target's
+    /// kind, and report counts, estimated time and size, free disk and every lossy mapping.
+    #[arg(long, conflicts_with = "resume")]
+    dry_run: bool,
     /// Continue the newest unfinished run between these two stores.
     #[arg(long)]
     resume: bool,
@@ -70,6 +75,9 @@ pub(crate) struct MigrateArgs {
 }
 
 pub(crate) fn exec(ctx: &Context, args: MigrateArgs) -> Result<u8> {
+    if args.dry_run {
+        return dry_run(ctx, &args);
+    }
     let resumed = if args.resume { Some(find_run(ctx, &args)?) } else { None };
     let (source_options, target_options) = match &resumed {
         // A resumed run keeps the options it started with.
@@ -89,15 +97,7 @@ pub(crate) fn exec(ctx: &Context, args: MigrateArgs) -> Result<u8> {
             }
             run
         }
-        None => {
-            let options = MigrateOptions {
-                collections: args.collections.clone(),
-                batch_size: args.batch_size,
-                checkpoint_interval: args.checkpoint_interval,
-                backup: !args.no_backup,
-            };
-            migrate::plan(ctx, &source, &target, &options)?
-        }
+        None => migrate::plan(ctx, &source, &target, &options(&args))?,
     };
     let cancel = Arc::new(AtomicBool::new(false));
     install_interrupt_handler(cancel.clone());
@@ -146,6 +146,101 @@ impl MigrateArgs {
             self.target,
             run.run_dir.join("run.json").display()
         )
+    }
+}
+
+fn options(args: &MigrateArgs) -> MigrateOptions {
+    MigrateOptions {
+        collections: args.collections.clone(),
+        batch_size: args.batch_size,
+        checkpoint_interval: args.checkpoint_interval,
+        backup: !args.no_backup,
+    }
+}
+
+fn dry_run(ctx: &Context, args: &MigrateArgs) -> Result<u8> {
+    let source = Store::open(
+        ctx,
+        &args.source,
+        &parse_options(&args.options.source_options)?,
+        Access::ReadOnly,
+    )?;
+    let target_options = parse_options(&args.options.target_options)?;
+    // Read-only, so a dry run cannot create the target; a target that does not exist yet is empty.
+    let target = match Store::open(ctx, &args.target, &target_options, Access::ReadOnly) {
+        Ok(store) => Some(store),
+        Err(error)
+            if error
+                .downcast_ref::<StoreError>()
+                .is_some_and(|e| e.error.code == ErrorCode::NotFound) =>
+        {
+            None
+        }
+        Err(error) => return Err(error),
+    };
+    let report = migrate::dry_run(
+        ctx,
+        &source,
+        target.as_ref(),
+        &args.target,
+        &target_options,
+        &options(args),
+        &args.strictness.options(),
+    )?;
+    if args.output.json {
+        print_json(&report)?;
+    } else {
+        let mut text = format!("dry run: nothing was written\n{} -> {}\n", report.source, report.target);
+        for c in &report.collections {
+            text.push_str(&format!(
+                "  {}: {} records, dim {}, {}; about {:.1}s and {} in the target (probe of {}: {} exact, {} approximate, {} different)\n",
+                c.name,
+                c.records,
+                c.dimension,
+                c.metric,
+                c.estimated_seconds,
+                c.estimated_target_bytes.map(human_bytes).unwrap_or_else(|| "unknown size".into()),
+                c.probe_records,
+                c.probe.exact,
+                c.probe.approximate,
+                c.probe.different
+            ));
+        }
+        text.push_str(&format!(
+            "total: about {:.1}s; target about {}; backups about {}; free at the target: {}\n",
+            report.estimated_seconds,
+            report
+                .estimated_target_bytes
+                .map(human_bytes)
+                .unwrap_or_else(|| "unknown".into()),
+            human_bytes(report.backup_bytes),
+            report.free_bytes.map(human_bytes).unwrap_or_else(|| "unknown".into())
+        ));
+        for warning in &report.warnings {
+            text.push_str(&format!("warning: {warning}\n"));
+        }
+        text.push_str(if report.ok {
+            "the migration can proceed\n"
+        } else {
+            "the migration would fail or lose data\n"
+        });
+        print_text(&text)?;
+    }
+    Ok(if report.ok { EXIT_OK } else { EXIT_FINDINGS })
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
