@@ -47,16 +47,16 @@ impl BackupManifest {
     }
 }
 
-/// Saves the trees under `roots` (missing roots are recorded and restored as absent) into
-/// `archive`, returning the manifest.
-pub fn create(archive: &Path, label: &str, roots: &[PathBuf]) -> Result<BackupManifest> {
+/// Saves the trees under `roots` into `archive`, returning the manifest. `absent` roots (and
+/// missing ones) are recorded without content, so a restore removes whatever is there by then.
+pub fn create(archive: &Path, label: &str, roots: &[PathBuf], absent: &[PathBuf]) -> Result<BackupManifest> {
     if let Some(parent) = archive.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     let mut manifest = BackupManifest {
         label: label.to_owned(),
         created: jiff::Timestamp::now().to_string(),
-        roots: roots.to_vec(),
+        roots: roots.iter().chain(absent).cloned().collect(),
         files: Vec::new(),
     };
     let temp = archive.with_extension("zst.partial");
@@ -247,7 +247,13 @@ mod tests {
         let missing = dir.path().join("not-there-yet");
         let before = tree_digest(&store).expect("digest");
         let archive = dir.path().join("backups/b.tar.zst");
-        let manifest = create(&archive, "test", &[store.clone(), missing.clone()]).expect("backup");
+        let manifest = create(
+            &archive,
+            "test",
+            std::slice::from_ref(&store),
+            std::slice::from_ref(&missing),
+        )
+        .expect("backup");
         assert_eq!(manifest.files.len(), 2);
         assert_eq!(read_manifest(&archive).expect("manifest beside"), manifest);
 
@@ -268,7 +274,7 @@ mod tests {
         std::fs::create_dir_all(&store).expect("mkdir");
         std::fs::write(store.join("data"), vec![1u8; 50_000]).expect("write");
         let archive = dir.path().join("b.tar.zst");
-        create(&archive, "test", std::slice::from_ref(&store)).expect("backup");
+        create(&archive, "test", std::slice::from_ref(&store), &[]).expect("backup");
         std::fs::write(store.join("data"), b"current").expect("write");
         let mut bytes = std::fs::read(&archive).expect("read");
         bytes.truncate(bytes.len() / 2);

@@ -26,7 +26,7 @@ use tracing::info;
 use crate::backup;
 use crate::context::Context;
 use crate::runs::{CollectionProgress, Run, RunState};
-use crate::store::{InStore, Store};
+use crate::store::{InStore, Store, StoreError, local_path};
 use crate::verify::{self, CollectionVerification, VerifyOptions};
 
 /// What to migrate and how.
@@ -171,7 +171,7 @@ pub fn plan(ctx: &Context, source: &Store, target: &Store, options: &MigrateOpti
         batch_size: options.batch_size,
         checkpoint_interval: options.checkpoint_interval,
         collections,
-        target_location_existed: target_location.as_ref().map(|p| p.is_dir()),
+        target_location_existed: target.existed_before_open,
         backup: None,
         state: RunState::Running,
         error: None,
@@ -180,43 +180,38 @@ pub fn plan(ctx: &Context, source: &Store, target: &Store, options: &MigrateOpti
     if options.backup {
         let mut source_files = Vec::new();
         for name in &names {
-            let files = source
-                .backend
-                .files(name)
-                .in_store(source, &format!("list the files of '{name}'"))?;
+            let files = source.backend.files(name).map_err(|error| {
+                let unsupported = error.code == ragged_plugin_api::ErrorCode::Unsupported;
+                let error = anyhow::Error::from(StoreError::new(
+                    &source.spec,
+                    &format!("list the files of '{name}'"),
+                    error,
+                ));
+                if unsupported {
+                    error.context("the source cannot be backed up: pass --no-backup to migrate without backups")
+                } else {
+                    error
+                }
+            })?;
             source_files.extend(files.into_iter().map(PathBuf::from));
         }
         source_files.sort();
         source_files.dedup();
-        backup::create(
-            &dir.join("source.tar.zst"),
-            &format!("source {} before run {}", run.source, run.id),
-            &source_files,
-        )?;
-        // Everything the target holds: restoring this tree is the rollback.
-        let target_roots: Vec<PathBuf> = target_location.into_iter().collect();
-        backup::create(
-            &dir.join("target.tar.zst"),
-            &format!("target {} before run {}", run.target, run.id),
-            &target_roots,
-        )?;
+        let label = format!("source {} before run {}", run.source, run.id);
+        backup::create(&dir.join("source.tar.zst"), &label, &source_files, &[])?;
+        // Everything the target holds: restoring this tree is the rollback. A location the plugin
+        // only created when it opened the store is saved as absent, so a rollback removes it.
+        let (present, absent): (Vec<PathBuf>, Vec<PathBuf>) = match (target_location, target.existed_before_open) {
+            (Some(location), Some(false)) => (Vec::new(), vec![location]),
+            (Some(location), _) => (vec![location], Vec::new()),
+            (None, _) => (Vec::new(), Vec::new()),
+        };
+        let label = format!("target {} before run {}", run.target, run.id);
+        backup::create(&dir.join("target.tar.zst"), &label, &present, &absent)?;
         run.backup = Some(dir.join("target.tar.zst"));
         run.save(&dir)?;
     }
     Ok(run)
-}
-
-/// The location as a local path, when it is one (not a URL).
-fn local_path(location: &str) -> Option<PathBuf> {
-    if location.contains("://") {
-        return None;
-    }
-    let path = Path::new(location);
-    Some(if path.is_absolute() {
-        path.to_owned()
-    } else {
-        std::env::current_dir().ok()?.join(path)
-    })
 }
 
 /// Loads every collection of `run` that is not loaded yet, then verifies; on failure rolls the

@@ -59,6 +59,9 @@ pub struct Store {
     pub access: Access,
     /// The store options it was opened with.
     pub options: BTreeMap<String, String>,
+    /// Whether the location was a directory before the plugin opened it (None: not a local path);
+    /// plugins create stores on a read-write open, so only this tells what "before" looked like.
+    pub existed_before_open: Option<bool>,
     /// The store itself.
     pub backend: Box<dyn Backend>,
 }
@@ -67,6 +70,7 @@ impl Store {
     /// Opens `spec` with its plugin.
     pub fn open(ctx: &Context, spec: &StoreSpec, options: &BTreeMap<String, String>, access: Access) -> Result<Store> {
         let (_, plugin) = plugin_manager::load(ctx, &spec.backend)?;
+        let existed_before_open = local_path(&spec.location).map(|path| path.is_dir());
         let request = OpenRequest {
             location: spec.location.clone(),
             options: options.clone(),
@@ -80,6 +84,7 @@ impl Store {
             capabilities: plugin.info.capabilities,
             access,
             options: options.clone(),
+            existed_before_open,
             backend,
         })
     }
@@ -110,7 +115,7 @@ pub struct StoreError {
 }
 
 impl StoreError {
-    fn new(spec: &StoreSpec, operation: &str, error: PluginError) -> StoreError {
+    pub(crate) fn new(spec: &StoreSpec, operation: &str, error: PluginError) -> StoreError {
         StoreError {
             store: spec.to_string(),
             operation: operation.to_owned(),
@@ -129,6 +134,14 @@ impl<T> InStore<T> for Result<T, PluginError> {
     fn in_store(self, store: &Store, operation: &str) -> Result<T> {
         self.map_err(|error| StoreError::new(&store.spec, operation, error).into())
     }
+}
+
+/// The location as an absolute local path, when it is one (not a URL).
+pub fn local_path(location: &str) -> Option<std::path::PathBuf> {
+    if location.contains("://") {
+        return None;
+    }
+    std::path::absolute(location).ok()
 }
 
 /// Parses `KEY=VALUE` store options.

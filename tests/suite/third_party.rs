@@ -53,5 +53,5 @@ fn a_scaffolded_plugin_builds_installs_and_migrates() {
         .stdout_has("verified: every record matches");
     env.ragged(&["backend", "verify", &source, &back])
         .ok()
-        .stdout_has("notes: match (700 vs 700 records");
+        .stdout_has("notes: 700 vs 700 records, verified: every record matches");
 }

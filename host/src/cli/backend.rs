@@ -17,6 +17,15 @@ pub(crate) enum BackendCommand {
     /// Copy collections from one store to another, then verify every record.
     #[command(after_help = super::migrate::EXAMPLES)]
     Migrate(super::migrate::MigrateArgs),
+    /// Restore the target of a migration to its state before that migration.
+    #[command(after_help = super::backups::ROLLBACK_EXAMPLES)]
+    Rollback(super::backups::RollbackArgs),
+    /// List or clean the backups migrations took.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ragged backend backups list\n  ragged backend backups clean --keep-latest 3"
+    )]
+    Backups(super::backups::BackupsCommand),
     /// Compare the collections of two stores record by record.
     #[command(
         after_help = "Examples:\n  ragged backend verify chroma:./chroma_db lance:./lancedb\n  \
@@ -127,6 +136,8 @@ pub(crate) struct OutputArgs {
 pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
     match command {
         BackendCommand::Migrate(args) => super::migrate::exec(ctx, args),
+        BackendCommand::Rollback(args) => super::backups::rollback(ctx, args),
+        BackendCommand::Backups(command) => super::backups::exec(ctx, command),
         BackendCommand::Verify {
             source,
             target,

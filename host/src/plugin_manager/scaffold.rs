@@ -61,7 +61,6 @@ pub fn library_file_name(name: &str) -> String {
 }
 
 fn api_dependency(api_path: Option<&Path>) -> Result<String> {
-    let version = ragged_plugin_api::INTERFACE_VERSION;
     let built = Path::new(BUILT_API_PATH);
     let path = match api_path {
         Some(path) => Some(
@@ -75,11 +74,26 @@ fn api_dependency(api_path: Option<&Path>) -> Result<String> {
             .flatten(),
     };
     Ok(match path {
-        Some(path) => format!(
-            "ragged-plugin-api = {{ version = \"{version}\", path = {}, features = [\"arrow\"] }}",
-            toml_string(&path.display().to_string())
+        Some(path) => {
+            // A path dependency must ask for the version the crate at that path has.
+            let manifest = path.join("Cargo.toml");
+            let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+            let version = table
+                .get("package")
+                .and_then(|p| p.get("version"))
+                .and_then(|v| v.as_str())
+                .with_context(|| format!("{}: no package.version", manifest.display()))?;
+            format!(
+                "ragged-plugin-api = {{ version = \"{version}\", path = {}, features = [\"arrow\"] }}",
+                toml_string(&path.display().to_string())
+            )
+        }
+        None => format!(
+            "ragged-plugin-api = {{ version = \"{}\", features = [\"arrow\"] }}",
+            ragged_plugin_api::INTERFACE_VERSION
         ),
-        None => format!("ragged-plugin-api = {{ version = \"{version}\", features = [\"arrow\"] }}"),
     })
 }
 

@@ -20,8 +20,8 @@ def as_records(frame):
     for row in frame.itertuples(index=False):
         records.append({
             "id": row.id,
-            "document": None if row.document is None or row.document is pd.NA else row.document,
-            "metadata": None if row.metadata is None or row.metadata is pd.NA else row.metadata,
+            "document": None if pd.isna(row.document) else row.document,
+            "metadata": None if pd.isna(row.metadata) else row.metadata,
             "embedding": np.asarray(row.embedding, dtype=np.float32).view(np.uint32).tolist(),
         })
     return records
