@@ -25,6 +25,10 @@ pub struct BackupManifest {
     pub roots: Vec<PathBuf>,
     /// Every file saved.
     pub files: Vec<BackupFile>,
+    /// Every directory under the roots (the roots included), so a restore recreates empty ones
+    /// and removes ones that appeared since.
+    #[serde(default)]
+    pub directories: Vec<PathBuf>,
 }
 
 /// One saved file.
@@ -58,6 +62,7 @@ pub fn create(archive: &Path, label: &str, roots: &[PathBuf], absent: &[PathBuf]
         created: jiff::Timestamp::now().to_string(),
         roots: roots.iter().chain(absent).cloned().collect(),
         files: Vec::new(),
+        directories: roots.iter().flat_map(|root| directories_under(root)).collect(),
     };
     let temp = archive.with_extension("zst.partial");
     let mut write = || -> Result<()> {
@@ -164,7 +169,10 @@ pub fn restore(archive: &Path) -> Result<BackupManifest> {
             .map(|f| f.path.as_path())
             .filter(|p| p.starts_with(root))
             .collect();
-        remove_extra(root, &keep)?;
+        remove_extra(root, &keep, &manifest.directories)?;
+    }
+    for directory in &manifest.directories {
+        std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
     }
     for file in &manifest.files {
         if let Some(parent) = file.path.parent() {
@@ -200,20 +208,37 @@ fn files_under(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Removes what is under `root` but not in `keep` (files, then directories left empty), and the
-/// root itself when nothing is kept (it did not exist at backup time, or was empty).
-fn remove_extra(root: &Path, keep: &[&Path]) -> Result<()> {
-    if keep.is_empty() {
-        if root.is_dir() {
-            std::fs::remove_dir_all(root).with_context(|| format!("removing {}", root.display()))?;
-        } else if root.exists() {
-            std::fs::remove_file(root).with_context(|| format!("removing {}", root.display()))?;
-        }
-        return Ok(());
+/// Every directory at or under `root`, parents first; nothing for a missing root.
+fn directories_under(root: &Path) -> Vec<PathBuf> {
+    if !std::fs::symlink_metadata(root).is_ok_and(|m| m.is_dir()) {
+        return Vec::new();
     }
+    let mut directories = vec![root.to_owned()];
+    let mut children: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    children.sort();
+    for child in children {
+        directories.extend(directories_under(&child));
+    }
+    directories
+}
+
+/// Removes what is under `root` but was not there at backup time: files not in `keep`, then
+/// directories not in `directories` (the root itself, when it did not exist or held nothing).
+fn remove_extra(root: &Path, keep: &[&Path], directories: &[PathBuf]) -> Result<()> {
     for path in files_under(root)? {
         if !keep.contains(&path.as_path()) {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    // Children before parents, so a removed parent never leaves an orphan to visit.
+    for directory in directories_under(root).into_iter().rev() {
+        if !directories.contains(&directory) {
+            std::fs::remove_dir_all(&directory).with_context(|| format!("removing {}", directory.display()))?;
         }
     }
     Ok(())
@@ -242,6 +267,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = dir.path().join("store");
         std::fs::create_dir_all(store.join("a/b")).expect("mkdir");
+        std::fs::create_dir_all(store.join("a/kept-empty")).expect("mkdir");
         std::fs::write(store.join("a/one"), b"one").expect("write");
         std::fs::write(store.join("a/b/two"), vec![7u8; 100_000]).expect("write");
         let missing = dir.path().join("not-there-yet");
@@ -259,7 +285,10 @@ mod tests {
 
         std::fs::write(store.join("a/one"), b"changed").expect("write");
         std::fs::write(store.join("a/b/new"), b"new").expect("write");
+        std::fs::create_dir_all(store.join("a/appeared/deeper")).expect("mkdir");
+        std::fs::create_dir_all(store.join("a/appeared-empty")).expect("mkdir");
         std::fs::remove_file(store.join("a/b/two")).expect("remove");
+        std::fs::remove_dir(store.join("a/kept-empty")).expect("rmdir");
         std::fs::create_dir_all(&missing).expect("mkdir");
         std::fs::write(missing.join("x"), b"x").expect("write");
         restore(&archive).expect("restores");

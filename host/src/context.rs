@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
+use crate::config::Config;
+
 /// Paths and settings every engine may need. Built by `cli` and passed down by reference.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -14,6 +16,8 @@ pub struct Context {
     /// Every directory searched for plugins, in order: `$RAGGED_PLUGIN_PATH`, the user plugin dir,
     /// then `plugins/` next to the executable.
     pub plugin_search_path: Vec<PathBuf>,
+    /// `<home>/config/backend.toml`, or the defaults when it does not exist.
+    pub config: Config,
 }
 
 impl Context {
@@ -41,11 +45,18 @@ impl Context {
         {
             plugin_search_path.push(exe_dir.join("plugins"));
         }
+        let config = Config::load(&Config::path(&home))?;
         Ok(Context {
+            config,
             home,
             user_plugin_dir,
             plugin_search_path,
         })
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        Config::path(&self.home)
     }
 
     /// The cache of validated plugin manifests.

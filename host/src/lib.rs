@@ -4,6 +4,7 @@
 //! - [`cli`]: clap definitions and one `exec` per subcommand; the only module that knows the terminal
 //!   and the command line.
 //! - [`context`]: where ragged keeps its files (home, plugin dirs), resolved once.
+//! - [`config`]: `~/.ragged/config/backend.toml`: migration settings, named stores, personas.
 //! - [`plugin_manager`]: discovers, validates, packages, installs and loads plugins; opens stores.
 //! - [`store`]: store specs (`BACKEND:LOCATION`) and an opened store.
 //! - [`migrate`], [`verify`]: the engines; they see only the safe `Backend` trait.
@@ -15,6 +16,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod config;
 pub mod conformance;
 pub mod context;
 pub mod corpus;

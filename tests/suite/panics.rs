@@ -15,17 +15,27 @@ fn a_panic_in_an_operation_is_an_error() {
 #[test]
 fn a_panic_inside_a_stream_is_an_error() {
     let env = TestEnv::new();
+    let source = env.store("panicky", "store");
     let target = env.store("parquet", "target");
-    env.ragged(&[
-        "backend",
-        "migrate",
-        &env.store("panicky", "store"),
-        &target,
-        "--collection",
-        "c",
-    ])
-    .code(2)
-    .stderr_has("the stream exploded after the first batch");
+    let migrate = |extra: &[&str]| {
+        let mut args = vec![
+            "backend",
+            "migrate",
+            source.as_str(),
+            target.as_str(),
+            "--collection",
+            "c",
+        ];
+        args.extend_from_slice(extra);
+        env.ragged(&args)
+    };
+    migrate(&["--no-backup"])
+        .code(2)
+        .stderr_has("the stream exploded after the first batch");
+    // The panicky plugin cannot list its files, so by default the backup is what refuses.
+    migrate(&[])
+        .code(2)
+        .stderr_has("the source cannot be backed up: pass --no-backup");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use super::{EXIT_FINDINGS, EXIT_OK};
 use crate::context::Context;
 use crate::corpus::Corpus;
 use crate::output::{print_json, print_text, status};
-use crate::store::{InStore, Store, StoreSpec, parse_options};
+use crate::store::{InStore, Store, parse_options};
 use crate::verify::{self, CollectionVerification, VerifyOptions};
 
 #[derive(Debug, Subcommand)]
@@ -26,6 +26,30 @@ pub(crate) enum BackendCommand {
         after_help = "Examples:\n  ragged backend backups list\n  ragged backend backups clean --keep-latest 3"
     )]
     Backups(super::backups::BackupsCommand),
+    /// Set the default store, globally or for a persona.
+    #[command(
+        after_help = "Examples:\n  ragged backend set lance:./lancedb --global\n  ragged backend set chroma --persona researcher"
+    )]
+    Set {
+        /// The store: BACKEND:LOCATION or a configured store name.
+        store: String,
+        /// Set it for this persona.
+        #[arg(long, conflicts_with = "global", required_unless_present = "global")]
+        persona: Option<String>,
+        /// Set the global default.
+        #[arg(long)]
+        global: bool,
+    },
+    /// Show the default store, globally or for a persona.
+    #[command(after_help = "Examples:\n  ragged backend current\n  ragged backend current --persona researcher --json")]
+    Current {
+        /// The persona (falls back to the global default).
+        #[arg(long)]
+        persona: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare the collections of two stores record by record.
     #[command(
         after_help = "Examples:\n  ragged backend verify chroma:./chroma_db lance:./lancedb\n  \
@@ -33,10 +57,10 @@ pub(crate) enum BackendCommand {
         Exit code 0 when everything matches, 1 when something differs."
     )]
     Verify {
-        /// The reference store.
-        source: StoreSpec,
+        /// The reference store (BACKEND:LOCATION or a configured store name).
+        source: String,
         /// The store checked against it.
-        target: StoreSpec,
+        target: String,
         /// Verify only this collection (repeatable; default: all of the reference store's).
         #[arg(long = "collection", value_name = "NAME")]
         collections: Vec<String>,
@@ -52,8 +76,8 @@ pub(crate) enum BackendCommand {
         after_help = "Examples:\n  ragged backend collections chroma:./chroma_db\n  ragged backend collections parquet:./export --json"
     )]
     Collections {
-        /// The store, as BACKEND:LOCATION.
-        store: StoreSpec,
+        /// The store, as BACKEND:LOCATION or a configured store name.
+        store: String,
         /// Store option KEY=VALUE (repeatable).
         #[arg(long = "option", value_name = "KEY=VALUE")]
         options: Vec<String>,
@@ -66,8 +90,8 @@ pub(crate) enum BackendCommand {
         ragged backend generate chroma:./chroma_db --collection faq --records 50000 --metric cosine --seed 7"
     )]
     Generate {
-        /// The store to write, as BACKEND:LOCATION.
-        store: StoreSpec,
+        /// The store to write, as BACKEND:LOCATION or a configured store name.
+        store: String,
         /// The collection to create.
         #[arg(long, default_value = "demo")]
         collection: String,
@@ -100,6 +124,14 @@ pub(crate) struct StoreOptionArgs {
     /// Option for the target store, KEY=VALUE (repeatable).
     #[arg(long = "target-option", value_name = "KEY=VALUE")]
     pub(crate) target_options: Vec<String>,
+}
+
+/// Opens a store named on the command line (BACKEND:LOCATION or a configured name), with the
+/// configured options overridden by `cli_options`.
+pub(crate) fn open_store(ctx: &Context, name: &str, cli_options: &[String], access: Access) -> Result<Store> {
+    let (spec, mut options) = ctx.config.resolve_store(name)?;
+    options.extend(parse_options(cli_options)?);
+    Store::open(ctx, &spec, &options, access)
 }
 
 /// How strictly records are compared.
@@ -138,6 +170,51 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
         BackendCommand::Migrate(args) => super::migrate::exec(ctx, args),
         BackendCommand::Rollback(args) => super::backups::rollback(ctx, args),
         BackendCommand::Backups(command) => super::backups::exec(ctx, command),
+        BackendCommand::Set {
+            store,
+            persona,
+            global: _,
+        } => {
+            // Resolving checks that the name means a store before it is written down.
+            let (spec, _) = ctx.config.resolve_store(&store)?;
+            let mut config = ctx.config.clone();
+            match &persona {
+                Some(name) => config.personas.entry(name.clone()).or_default().store = Some(store.clone()),
+                None => config.default_store = Some(store.clone()),
+            }
+            config.save(&ctx.config_path())?;
+            let scope = persona
+                .map(|p| format!("persona {p}"))
+                .unwrap_or_else(|| "the global default".to_owned());
+            status(&format!(
+                "{store} ({spec}) is now {scope} (in {})",
+                ctx.config_path().display()
+            ));
+            Ok(EXIT_OK)
+        }
+        BackendCommand::Current { persona, json } => {
+            let current = ctx.config.current_store(persona.as_deref());
+            let resolved = current
+                .as_ref()
+                .map(|(store, _)| ctx.config.resolve_store(store))
+                .transpose()?;
+            if json {
+                print_json(&serde_json::json!({
+                    "store": current.as_ref().map(|(store, _)| store),
+                    "from": current.as_ref().map(|(_, from)| from),
+                    "spec": resolved.as_ref().map(|(spec, _)| spec.to_string()),
+                }))?;
+            } else {
+                match (&current, &resolved) {
+                    (Some((store, from)), Some((spec, _))) => print_text(&format!("{store} ({spec}), {from}\n"))?,
+                    _ => print_text(&format!(
+                        "no default store set; set one with `ragged backend set STORE --global` ({})\n",
+                        ctx.config_path().display()
+                    ))?,
+                }
+            }
+            Ok(EXIT_OK)
+        }
         BackendCommand::Verify {
             source,
             target,
@@ -146,8 +223,8 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
             options,
             output,
         } => {
-            let source = Store::open(ctx, &source, &parse_options(&options.source_options)?, Access::ReadOnly)?;
-            let target = Store::open(ctx, &target, &parse_options(&options.target_options)?, Access::ReadOnly)?;
+            let source = open_store(ctx, &source, &options.source_options, Access::ReadOnly)?;
+            let target = open_store(ctx, &target, &options.target_options, Access::ReadOnly)?;
             let names = if collections.is_empty() {
                 source
                     .backend
@@ -187,7 +264,7 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
             Ok(if ok { EXIT_OK } else { EXIT_FINDINGS })
         }
         BackendCommand::Collections { store, options, output } => {
-            let store = Store::open(ctx, &store, &parse_options(&options)?, Access::ReadOnly)?;
+            let store = open_store(ctx, &store, &options, Access::ReadOnly)?;
             let names = store.backend.list_collections().in_store(&store, "list collections")?;
             let infos = names
                 .iter()
@@ -222,7 +299,7 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
             options,
             output,
         } => {
-            let store = Store::open(ctx, &store, &parse_options(&options)?, Access::ReadWrite)?;
+            let store = open_store(ctx, &store, &options, Access::ReadWrite)?;
             let corpus = Corpus {
                 records,
                 dimension,

@@ -1,10 +1,11 @@
 //! `ragged backend migrate`: plan or resume a run, execute it with a progress bar, report.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use ragged_plugin_api::{Access, ErrorCode};
 
@@ -34,19 +35,25 @@ Exit codes: 0 migrated and verified, 1 verification failed (target rolled back),
 
 #[derive(Debug, Args)]
 pub(crate) struct MigrateArgs {
-    /// Where the records are (opened read-only), as BACKEND:LOCATION.
-    source: StoreSpec,
-    /// Where they go, as BACKEND:LOCATION.
-    target: StoreSpec,
+    /// Where the records are (opened read-only): BACKEND:LOCATION or a configured store name.
+    source: String,
+    /// Where they go: BACKEND:LOCATION or a configured store name.
+    target: String,
     /// Migrate only this collection (repeatable; default: all).
-    #[arg(long = "collection", value_name = "NAME")]
+    #[arg(long = "collection", value_name = "NAME", conflicts_with = "persona")]
     collections: Vec<String>,
-    /// Records per batch.
-    #[arg(long, default_value_t = 1000)]
-    batch_size: u32,
-    /// Records per load, each followed by a durable checkpoint.
-    #[arg(long, default_value_t = 10_000)]
-    checkpoint_interval: u64,
+    /// Migrate this persona's collections (configured, or the collection named like it).
+    #[arg(long)]
+    persona: Option<String>,
+    /// Records per batch (default: migration.batch_size, 1000).
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Records per load, each followed by a durable checkpoint (default: migration.checkpoint_interval, 10000).
+    #[arg(long)]
+    checkpoint_interval: Option<u64>,
+    /// After a verified migration, make the target the default store (for --persona, or global).
+    #[arg(long)]
+    set_default: bool,
     /// Write nothing: measure a probe of each collection through a scratch store of the target's
     /// kind, and report counts, estimated time and size, free disk and every lossy mapping.
     #[arg(long, conflicts_with = "resume")]
@@ -57,12 +64,18 @@ pub(crate) struct MigrateArgs {
     /// With --resume: the run to continue (its run.json).
     #[arg(long, value_name = "FILE", requires = "resume")]
     checkpoint: Option<PathBuf>,
+    /// Back up before writing even when migration.auto_backup is off.
+    #[arg(long, conflicts_with = "no_backup")]
+    backup: bool,
     /// Do not back up the source collections and the target before writing (no rollback then).
     #[arg(long)]
     no_backup: bool,
     /// Leave the target as it is when verification fails or an error stops the run.
     #[arg(long)]
     no_rollback: bool,
+    /// Verify even when migration.auto_verify is off.
+    #[arg(long, conflicts_with = "no_verify")]
+    verify: bool,
     /// Skip the record-by-record comparison after loading.
     #[arg(long)]
     no_verify: bool,
@@ -78,17 +91,23 @@ pub(crate) fn exec(ctx: &Context, args: MigrateArgs) -> Result<u8> {
     if args.dry_run {
         return dry_run(ctx, &args);
     }
-    let resumed = if args.resume { Some(find_run(ctx, &args)?) } else { None };
+    let (source_spec, source_configured) = ctx.config.resolve_store(&args.source)?;
+    let (target_spec, target_configured) = ctx.config.resolve_store(&args.target)?;
+    let resumed = if args.resume {
+        Some(find_run(ctx, &source_spec, &target_spec, args.checkpoint.as_deref())?)
+    } else {
+        None
+    };
     let (source_options, target_options) = match &resumed {
         // A resumed run keeps the options it started with.
         Some(run) => (run.source_options.clone(), run.target_options.clone()),
         None => (
-            parse_options(&args.options.source_options)?,
-            parse_options(&args.options.target_options)?,
+            merged(source_configured, &args.options.source_options)?,
+            merged(target_configured, &args.options.target_options)?,
         ),
     };
-    let source = Store::open(ctx, &args.source, &source_options, Access::ReadOnly)?;
-    let target = Store::open(ctx, &args.target, &target_options, Access::ReadWrite)?;
+    let source = Store::open(ctx, &source_spec, &source_options, Access::ReadOnly)?;
+    let target = Store::open(ctx, &target_spec, &target_options, Access::ReadWrite)?;
     let mut run = match resumed {
         Some(run) => {
             if !args.quiet_or_json() {
@@ -97,7 +116,7 @@ pub(crate) fn exec(ctx: &Context, args: MigrateArgs) -> Result<u8> {
             }
             run
         }
-        None => migrate::plan(ctx, &source, &target, &options(&args))?,
+        None => migrate::plan(ctx, &source, &target, &options(ctx, &args))?,
     };
     let cancel = Arc::new(AtomicBool::new(false));
     install_interrupt_handler(cancel.clone());
@@ -114,6 +133,9 @@ pub(crate) fn exec(ctx: &Context, args: MigrateArgs) -> Result<u8> {
         progress_printer(args.quiet_or_json()),
         cancel,
     )?;
+    if report.state == RunState::Completed {
+        after_success(ctx, &args, &report)?;
+    }
     if args.output.json {
         print_json(&report)?;
     } else {
@@ -149,25 +171,63 @@ impl MigrateArgs {
     }
 }
 
-fn options(args: &MigrateArgs) -> MigrateOptions {
+/// Configured options overridden by the command line's.
+fn merged(mut configured: BTreeMap<String, String>, cli: &[String]) -> Result<BTreeMap<String, String>> {
+    configured.extend(parse_options(cli)?);
+    Ok(configured)
+}
+
+fn options(ctx: &Context, args: &MigrateArgs) -> MigrateOptions {
+    let settings = &ctx.config.migration;
     MigrateOptions {
-        collections: args.collections.clone(),
-        batch_size: args.batch_size,
-        checkpoint_interval: args.checkpoint_interval,
-        backup: !args.no_backup,
+        collections: match &args.persona {
+            Some(persona) => ctx.config.persona_collections(persona),
+            None => args.collections.clone(),
+        },
+        batch_size: args.batch_size.unwrap_or(settings.batch_size),
+        checkpoint_interval: args.checkpoint_interval.unwrap_or(settings.checkpoint_interval),
+        backup: args.backup || (settings.auto_backup && !args.no_backup),
     }
 }
 
+/// After a verified migration: the default store when asked, and the backup retention.
+fn after_success(ctx: &Context, args: &MigrateArgs, report: &MigrateReport) -> Result<()> {
+    if args.set_default {
+        let mut config = ctx.config.clone();
+        match &args.persona {
+            Some(persona) => config.personas.entry(persona.clone()).or_default().store = Some(args.target.clone()),
+            None => config.default_store = Some(args.target.clone()),
+        }
+        config.save(&ctx.config_path())?;
+        if !args.quiet_or_json() {
+            let scope = args
+                .persona
+                .as_ref()
+                .map(|p| format!("persona {p}"))
+                .unwrap_or_else(|| "global".to_owned());
+            status(&format!("{} is now the default store ({scope})", args.target));
+        }
+    }
+    let finished = Run::list(ctx)?
+        .into_iter()
+        .filter(|r| matches!(r.state, RunState::Completed | RunState::RolledBack));
+    for old in finished.skip(ctx.config.migration.backup_retention.max(1)) {
+        if old.id != report.run_id {
+            let dir = Run::dir(ctx, &old.id);
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing the old run {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn dry_run(ctx: &Context, args: &MigrateArgs) -> Result<u8> {
-    let source = Store::open(
-        ctx,
-        &args.source,
-        &parse_options(&args.options.source_options)?,
-        Access::ReadOnly,
-    )?;
-    let target_options = parse_options(&args.options.target_options)?;
+    let (source_spec, source_configured) = ctx.config.resolve_store(&args.source)?;
+    let (target_spec, target_configured) = ctx.config.resolve_store(&args.target)?;
+    let source_options = merged(source_configured, &args.options.source_options)?;
+    let source = Store::open(ctx, &source_spec, &source_options, Access::ReadOnly)?;
+    let target_options = merged(target_configured, &args.options.target_options)?;
     // Read-only, so a dry run cannot create the target; a target that does not exist yet is empty.
-    let target = match Store::open(ctx, &args.target, &target_options, Access::ReadOnly) {
+    let target = match Store::open(ctx, &target_spec, &target_options, Access::ReadOnly) {
         Ok(store) => Some(store),
         Err(error)
             if error
@@ -178,14 +238,16 @@ fn dry_run(ctx: &Context, args: &MigrateArgs) -> Result<u8> {
         }
         Err(error) => return Err(error),
     };
+    let options = options(ctx, args);
+    let verify_options = args.strictness.options();
     let report = migrate::dry_run(
         ctx,
         &source,
         target.as_ref(),
-        &args.target,
+        &target_spec,
         &target_options,
-        &options(args),
-        &args.strictness.options(),
+        &options,
+        &verify_options,
     )?;
     if args.output.json {
         print_json(&report)?;
@@ -244,32 +306,27 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// The run `--resume` continues: the one `--checkpoint` names, or the newest unfinished run
+/// The run `--resume` continues: the one `checkpoint` names, or the newest unfinished run
 /// between the same stores.
-fn find_run(ctx: &Context, args: &MigrateArgs) -> Result<Run> {
+fn find_run(ctx: &Context, source: &StoreSpec, target: &StoreSpec, checkpoint: Option<&Path>) -> Result<Run> {
     let resumable = |run: &Run| matches!(run.state, RunState::Running | RunState::Interrupted | RunState::Failed);
-    let run = match &args.checkpoint {
+    let (source, target) = (source.to_string(), target.to_string());
+    let run = match checkpoint {
         Some(path) => Run::load(path)?,
         None => match Run::list(ctx)?
             .into_iter()
-            .find(|r| resumable(r) && r.source == args.source.to_string() && r.target == args.target.to_string())
+            .find(|r| resumable(r) && r.source == source && r.target == target)
         {
             Some(run) => run,
-            None => bail!(
-                "no unfinished migration from {} to {} to resume",
-                args.source,
-                args.target
-            ),
+            None => bail!("no unfinished migration from {source} to {target} to resume"),
         },
     };
-    if run.source != args.source.to_string() || run.target != args.target.to_string() {
+    if run.source != source || run.target != target {
         bail!(
-            "run {} migrates {} to {}, not {} to {}",
+            "run {} migrates {} to {}, not {source} to {target}",
             run.id,
             run.source,
-            run.target,
-            args.source,
-            args.target
+            run.target
         );
     }
     if !resumable(&run) {

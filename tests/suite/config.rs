@@ -1,0 +1,99 @@
+//! `~/.ragged/config/backend.toml`: named stores, personas, the default store, and settings.
+
+use ragged_tests::TestEnv;
+
+fn write_config(env: &TestEnv, text: &str) {
+    std::fs::create_dir_all(env.path("home/config")).unwrap();
+    std::fs::write(env.path("home/config/backend.toml"), text).unwrap();
+}
+
+#[test]
+fn named_stores_personas_and_the_default_store() {
+    let env = TestEnv::new();
+    let old = env.path("old");
+    write_config(
+        &env,
+        &format!(
+            "[migration]\nbatch_size = 128\n\n[stores.old]\nbackend = \"parquet\"\nlocation = {:?}\n\n\
+             [personas.researcher]\ncollections = [\"papers\"]\n",
+            old.display().to_string()
+        ),
+    );
+    env.ragged(&[
+        "backend",
+        "generate",
+        "old",
+        "--collection",
+        "papers",
+        "--records",
+        "300",
+        "--dim",
+        "8",
+    ])
+    .ok();
+    env.ragged(&[
+        "backend",
+        "generate",
+        "old",
+        "--collection",
+        "notes",
+        "--records",
+        "200",
+        "--dim",
+        "8",
+    ])
+    .ok();
+    env.ragged(&["backend", "current"])
+        .ok()
+        .stdout_has("no default store set");
+    env.ragged(&["backend", "set", "old", "--global"]).ok();
+    env.ragged(&["backend", "current"])
+        .ok()
+        .stdout_has(&format!("old (parquet:{}), global default", old.display()));
+
+    let new = env.store("parquet", "new");
+    let report = env
+        .ragged(&[
+            "backend",
+            "migrate",
+            "old",
+            &new,
+            "--persona",
+            "researcher",
+            "--set-default",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let migrated: Vec<&str> = report["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(migrated, ["papers"], "the persona's collections only: {report:#}");
+    let run: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(report["run_dir"].as_str().unwrap().to_owned() + "/run.json").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(run["batch_size"], 128, "the configured batch size");
+    env.ragged(&["backend", "current", "--persona", "researcher"])
+        .ok()
+        .stdout_has(&format!("{new} ({new}), persona researcher"));
+    env.ragged(&["backend", "current"]).ok().stdout_has("old (parquet:");
+    let listed = env.ragged(&["backend", "collections", &new, "--json"]).ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    env.ragged(&["backend", "collections", "nowhere"])
+        .code(2)
+        .stderr_has("or the name of a store in the configuration (configured: old)");
+}
+
+#[test]
+fn a_mistake_in_the_configuration_names_the_file_and_the_key() {
+    let env = TestEnv::new();
+    write_config(&env, "[migration]\nbatch_sise = 5\n");
+    env.ragged(&["backend", "current"])
+        .code(2)
+        .stderr_has("backend.toml: invalid configuration")
+        .stderr_has("batch_sise");
+}
