@@ -1,0 +1,493 @@
+//! Tests of the store as the host sees it, through the real plugin boundary.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ragged_plugin_api::arrow::{batch_to_records, canonical_schema, records_to_batch};
+use ragged_plugin_api::testing::open_through_ffi;
+use ragged_plugin_api::{
+    Access, Backend, BatchStream, CollectionInfo, DistanceMetric, ErrorCode, ExtractRequest, LoadMode, LoadRequest,
+    OpenRequest, Record,
+};
+
+use super::*;
+
+fn open(location: &Path, access: Access, options: &[(&str, &str)]) -> Box<dyn Backend> {
+    try_open(location, access, options).expect("opens")
+}
+
+fn try_open(location: &Path, access: Access, options: &[(&str, &str)]) -> Result<Box<dyn Backend>, PluginError> {
+    open_through_ffi::<LeannStore>(&OpenRequest {
+        location: location.display().to_string(),
+        options: options
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>(),
+        access,
+    })
+}
+
+fn info(name: &str, dimension: u32, metric: DistanceMetric) -> CollectionInfo {
+    CollectionInfo {
+        name: name.to_owned(),
+        dimension,
+        metric,
+        count: 0,
+        embedding_model: None,
+        index_params: None,
+        metadata: serde_json::Map::new(),
+        extras: serde_json::Map::new(),
+    }
+}
+
+/// Deterministic pseudo-random records in a few clusters.
+fn records(n: usize, dimension: usize, seed: u64) -> Vec<Record> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let center = (i % 5) as f32 * 3.0;
+            Record {
+                id: format!("r{i:04}"),
+                document: Some(format!("document number {i}")),
+                metadata: Some(format!(r#"{{"i":{i},"half":{}.5,"even":{}}}"#, i / 2, i % 2 == 0)),
+                embedding: (0..dimension)
+                    .map(|_| center + rng.random_range(-1.0f32..1.0))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn stream(records: &[Record], dimension: u32) -> BatchStream {
+    let batches = records
+        .chunks(50)
+        .map(|chunk| records_to_batch(chunk, dimension).expect("batch"))
+        .collect();
+    BatchStream::from_batches(canonical_schema(dimension), batches)
+}
+
+fn load(
+    store: &dyn Backend,
+    collection: &CollectionInfo,
+    mode: LoadMode,
+    records: &[Record],
+) -> Result<u64, PluginError> {
+    store
+        .load(
+            &LoadRequest {
+                collection: collection.clone(),
+                mode,
+            },
+            stream(records, collection.dimension),
+        )
+        .map(|summary| summary.records_written)
+}
+
+fn collect(stream: BatchStream) -> Vec<Record> {
+    let mut out = Vec::new();
+    for batch in stream.into_reader().expect("reader") {
+        out.extend(batch_to_records(&batch.expect("batch")).expect("records"));
+    }
+    out
+}
+
+fn extract(store: &dyn Backend, name: &str) -> Vec<Record> {
+    collect(
+        store
+            .extract(
+                name,
+                &ExtractRequest {
+                    batch_size: 33,
+                    start: 0,
+                },
+            )
+            .expect("extracts"),
+    )
+}
+
+/// A record's fields with canonical metadata and the embedding's bits.
+type Comparable = (String, Option<String>, Option<String>, Vec<u32>);
+
+fn bits(records: &[Record]) -> Vec<Comparable> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r.id.clone(),
+                r.document.clone(),
+                // Stores may reorder keys; compare metadata canonically.
+                r.metadata
+                    .as_deref()
+                    .map(|m| serde_json::from_str::<serde_json::Value>(m).expect("json").to_string()),
+                r.embedding.iter().map(|x| x.to_bits()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_metric_round_trips_exactly_and_finds_each_record_first() {
+    for metric in [DistanceMetric::L2, DistanceMetric::Ip, DistanceMetric::Cosine] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path(), Access::ReadWrite, &[]);
+        let mut input = records(300, 8, 3);
+        input[1].document = None;
+        input[2].document = Some(String::new());
+        input[3].metadata = None;
+        input[4].id = "ünïcödé 🦀 \u{2028}".into();
+        let collection = info("c", 8, metric);
+        assert_eq!(
+            load(&*store, &collection, LoadMode::Create, &input).expect("loads"),
+            300
+        );
+        assert_eq!(bits(&extract(&*store, "c")), bits(&input), "{metric}");
+        let described = store.describe("c").expect("describes");
+        assert_eq!(
+            (described.dimension, described.metric, described.count),
+            (8, metric, 300)
+        );
+        assert_eq!(described.extras.get("leann_shape"), Some(&serde_json::json!("full")));
+        for record in input.iter().step_by(13) {
+            let hits = store.query("c", &record.embedding, 5).expect("queries");
+            // The true nearest record (itself, except under ip where longer vectors can win).
+            let best = input
+                .iter()
+                .min_by(|a, b| {
+                    let da = metric.distance(&record.embedding, &a.embedding);
+                    da.total_cmp(&metric.distance(&record.embedding, &b.embedding))
+                })
+                .expect("records");
+            assert_eq!(hits[0].id, best.id, "{metric}");
+            let exact = metric.distance(&record.embedding, &best.embedding);
+            assert!(
+                (hits[0].distance - exact).abs() < 1e-4 * exact.abs().max(1.0),
+                "{metric}: {hits:?}"
+            );
+            assert!(hits.windows(2).all(|w| w[0].distance <= w[1].distance));
+        }
+        let paths = IndexPaths::cli(dir.path(), "c").expect("paths");
+        let originals = paths.dir.join(paths.originals_name());
+        assert_eq!(originals.exists(), metric == DistanceMetric::Cosine, "{metric}");
+    }
+}
+
+#[test]
+fn the_files_are_where_leann_cli_looks_for_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), Access::ReadWrite, &[]);
+    load(
+        &*store,
+        &info("docs", 4, DistanceMetric::L2),
+        LoadMode::Create,
+        &records(10, 4, 1),
+    )
+    .expect("loads");
+    let index_dir = dir.path().join(".leann/indexes/docs");
+    let mut names: Vec<String> = fs::read_dir(&index_dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "documents.ids.txt",
+            "documents.index",
+            "documents.leann.meta.json",
+            "documents.leann.passages.idx",
+            "documents.leann.passages.jsonl",
+            "ragged-write.lock"
+        ]
+    );
+    let mut files = store.files("docs").expect("files");
+    files.sort();
+    assert_eq!(files.len(), 5);
+    assert!(files.iter().all(|f| Path::new(f).starts_with(&index_dir)));
+    let ids = fs::read_to_string(index_dir.join("documents.ids.txt")).expect("ids");
+    assert_eq!(ids.lines().next(), Some("r0000"));
+}
+
+#[test]
+fn modes_follow_the_interface() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), Access::ReadWrite, &[]);
+    let collection = info("c", 4, DistanceMetric::L2);
+    let error = load(&*store, &collection, LoadMode::Append, &records(3, 4, 1)).expect_err("missing");
+    assert_eq!(error.code, ErrorCode::NotFound);
+    assert!(
+        !dir.path().join(".leann/indexes/c").exists(),
+        "a refused load leaves nothing"
+    );
+    load(&*store, &collection, LoadMode::Upsert, &records(20, 4, 1)).expect("creates");
+    let error = load(&*store, &collection, LoadMode::Create, &records(3, 4, 1)).expect_err("exists");
+    assert_eq!(error.code, ErrorCode::AlreadyExists);
+    // Appending replaces by id in place and adds new ids at the end.
+    let mut more = records(25, 4, 2)[15..].to_vec();
+    more[0].document = Some("replaced".into());
+    load(&*store, &collection, LoadMode::Append, &more).expect("appends");
+    let all = extract(&*store, "c");
+    assert_eq!(all.len(), 25);
+    assert_eq!(all[15].id, "r0015");
+    assert_eq!(all[15].document.as_deref(), Some("replaced"));
+    assert_eq!(bits(&all[15..]), bits(&more));
+    assert_eq!(bits(&all[..15]), bits(&records(20, 4, 1)[..15]));
+    // The append grew the graph (record 15 got a new vector, so this one was rebuilt); a
+    // checkpointed migration's appends of new ids grow it in place. Either way it finds everything.
+    let grown = records(60, 4, 3)[25..].to_vec();
+    load(&*store, &collection, LoadMode::Append, &grown).expect("appends");
+    for record in all.iter().chain(&grown) {
+        assert_eq!(
+            store.query("c", &record.embedding, 1).expect("queries")[0].id,
+            record.id
+        );
+    }
+    let all = extract(&*store, "c");
+    assert_eq!(all.len(), 60);
+    assert_eq!(bits(&all[25..]), bits(&grown));
+    // A repeated id within one load: the last version wins.
+    let mut twice = records(2, 4, 9);
+    twice[1].id = twice[0].id.clone();
+    load(&*store, &collection, LoadMode::Upsert, &twice).expect("upserts");
+    let got = collect(store.fetch("c", &[twice[0].id.clone()]).expect("fetches"));
+    assert_eq!(bits(&got), bits(&twice[1..]));
+    assert_eq!(store.count("c").expect("count"), 60);
+    // Another metric or dimension is refused without changing anything.
+    let error = load(&*store, &info("c", 4, DistanceMetric::Ip), LoadMode::Append, &more).expect_err("metric");
+    assert_eq!(error.code, ErrorCode::InvalidInput);
+    assert!(
+        error.message.contains("has dimension 4 and metric l2"),
+        "{}",
+        error.message
+    );
+    assert_eq!(store.count("c").expect("count"), 60);
+}
+
+#[test]
+fn refused_records_change_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), Access::ReadWrite, &[]);
+    let collection = info("c", 4, DistanceMetric::L2);
+    load(&*store, &collection, LoadMode::Create, &records(10, 4, 1)).expect("loads");
+    let before = bits(&extract(&*store, "c"));
+    for (id, metadata, why) in [
+        ("a\nb", None, "contains a line break"),
+        ("a\rb", None, "contains a line break"),
+        ("ok", Some(r#"{"x": null}"#), "'x' is null"),
+    ] {
+        let mut bad = records(60, 4, 5);
+        bad[55].id = id.to_owned();
+        bad[55].metadata = metadata.map(str::to_owned);
+        let error = load(&*store, &collection, LoadMode::Upsert, &bad).expect_err(why);
+        assert_eq!(error.code, ErrorCode::InvalidInput);
+        assert!(error.message.contains(why), "{}", error.message);
+        assert_eq!(bits(&extract(&*store, "c")), before);
+        let staging = dir.path().join(".leann/indexes/c").join(layout::STAGING_DIR);
+        assert!(!staging.exists(), "the failed load removed its staged batches");
+    }
+}
+
+#[test]
+fn an_interrupted_load_is_resumed_by_the_next_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = records(40, 4, 1);
+    // What a crash after the first staged batch leaves behind.
+    let paths = IndexPaths::cli(dir.path(), "c").expect("paths");
+    let staging = staging::Staging::open(
+        paths.staging_dir(),
+        staging::StagingInfo {
+            dimension: 4,
+            metric: DistanceMetric::L2,
+        },
+    )
+    .expect("staging");
+    staging.append(&input[..25], 4).expect("stages");
+    fs::write(paths.staging_dir().join("0000000002.tmp"), b"half a batch").expect("write");
+    let store = open(dir.path(), Access::ReadWrite, &[]);
+    assert!(store.list_collections().expect("lists").is_empty());
+    // The resumed load sends from record 20 on; the index gets everything once.
+    load(
+        &*store,
+        &info("c", 4, DistanceMetric::L2),
+        LoadMode::Create,
+        &input[20..],
+    )
+    .expect("loads");
+    assert_eq!(bits(&extract(&*store, "c")), bits(&input));
+    assert!(!paths.staging_dir().exists());
+}
+
+#[test]
+fn read_only_changes_nothing_and_refuses_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), Access::ReadWrite, &[]);
+    load(
+        &*store,
+        &info("c", 4, DistanceMetric::L2),
+        LoadMode::Create,
+        &records(5, 4, 1),
+    )
+    .expect("loads");
+    let reader = open(dir.path(), Access::ReadOnly, &[]);
+    let error = load(
+        &*reader,
+        &info("c", 4, DistanceMetric::L2),
+        LoadMode::Upsert,
+        &records(1, 4, 1),
+    )
+    .expect_err("ro");
+    assert_eq!(error.code, ErrorCode::ReadOnly);
+    assert_eq!(reader.drop_collection("c").expect_err("ro").code, ErrorCode::ReadOnly);
+    let error = try_open(&dir.path().join("missing"), Access::ReadOnly, &[])
+        .err()
+        .expect("missing");
+    assert_eq!(error.code, ErrorCode::NotFound);
+    assert!(!dir.path().join("missing").exists());
+}
+
+#[test]
+fn options_are_checked_and_compact_is_refused_for_now() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let error = try_open(dir.path(), Access::ReadWrite, &[("shpae", "full")])
+        .err()
+        .expect("typo");
+    assert_eq!(
+        error.message,
+        "unknown option 'shpae' for the leann store (known options: shape, model, m, ef_construction, ef_search, seed)"
+    );
+    let error = try_open(dir.path(), Access::ReadWrite, &[("shape", "tiny")])
+        .err()
+        .expect("bad");
+    assert!(error.message.contains("expected full or compact"), "{}", error.message);
+    let error = try_open(dir.path(), Access::ReadWrite, &[("m", "1")])
+        .err()
+        .expect("bad m");
+    assert_eq!(
+        error.message,
+        "option 'm' must be a whole number from 2 to 512, not '1'"
+    );
+    let store = open(dir.path(), Access::ReadWrite, &[("shape", "compact")]);
+    let error = load(
+        &*store,
+        &info("c", 4, DistanceMetric::L2),
+        LoadMode::Create,
+        &records(3, 4, 1),
+    )
+    .expect_err("compact");
+    assert_eq!(error.code, ErrorCode::Unsupported);
+    assert!(error.message.contains("needs the embedding model"), "{}", error.message);
+}
+
+#[test]
+fn the_model_option_and_the_collection_model_end_up_in_meta() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model_of = |store: &dyn Backend, name: &str| {
+        let text = fs::read_to_string(
+            dir.path()
+                .join(format!(".leann/indexes/{name}/documents.leann.meta.json")),
+        )
+        .expect("meta");
+        let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+        (
+            value["embedding_model"].as_str().map(str::to_owned),
+            store.describe(name).expect("describes").embedding_model,
+        )
+    };
+    let store = open(dir.path(), Access::ReadWrite, &[]);
+    load(
+        &*store,
+        &info("a", 4, DistanceMetric::L2),
+        LoadMode::Create,
+        &records(3, 4, 1),
+    )
+    .expect("loads");
+    assert_eq!(model_of(&*store, "a"), (Some(meta::DEFAULT_MODEL.to_owned()), None));
+    let mut named = info("b", 4, DistanceMetric::L2);
+    named.embedding_model = Some("BAAI/bge-small-en-v1.5".into());
+    named.metadata.insert("topic".into(), serde_json::json!("x"));
+    load(&*store, &named, LoadMode::Create, &records(3, 4, 1)).expect("loads");
+    assert_eq!(
+        model_of(&*store, "b"),
+        (
+            Some("BAAI/bge-small-en-v1.5".into()),
+            Some("BAAI/bge-small-en-v1.5".into())
+        )
+    );
+    assert_eq!(store.describe("b").expect("describes").metadata, named.metadata);
+    let store = open(dir.path(), Access::ReadWrite, &[("model", "/abs/model")]);
+    load(
+        &*store,
+        &info("c", 4, DistanceMetric::L2),
+        LoadMode::Create,
+        &records(3, 4, 1),
+    )
+    .expect("loads");
+    assert_eq!(model_of(&*store, "c"), (Some("/abs/model".into()), None));
+}
+
+#[test]
+fn sample_fetch_storage_and_drop() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), Access::ReadWrite, &[]);
+    let input = records(100, 4, 1);
+    load(&*store, &info("c", 4, DistanceMetric::L2), LoadMode::Create, &input).expect("loads");
+    let sample = |seed| collect(store.sample("c", 10, seed).expect("samples"));
+    assert_eq!(sample(1).len(), 10);
+    assert_eq!(bits(&sample(1)), bits(&sample(1)));
+    assert_ne!(bits(&sample(1)), bits(&sample(2)));
+    let got = collect(
+        store
+            .fetch("c", &["r0050".into(), "nope".into(), "r0003".into()])
+            .expect("fetches"),
+    );
+    assert_eq!(bits(&got), bits(&[input[50].clone(), input[3].clone()]));
+    let report = store.storage("c").expect("storage");
+    assert_eq!(report.records, 100);
+    assert!(report.vectors_bytes >= 100 * 4 * 4);
+    assert!(report.vectors_bytes + report.documents_bytes + report.index_bytes <= report.total_bytes);
+    let tail = collect(
+        store
+            .extract(
+                "c",
+                &ExtractRequest {
+                    batch_size: 7,
+                    start: 95,
+                },
+            )
+            .expect("extracts"),
+    );
+    assert_eq!(bits(&tail), bits(&input[95..]));
+    store.drop_collection("c").expect("drops");
+    assert!(store.list_collections().expect("lists").is_empty());
+    assert_eq!(store.describe("c").expect_err("gone").code, ErrorCode::NotFound);
+}
+
+#[test]
+fn an_empty_collection_is_an_index_with_no_nodes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), Access::ReadWrite, &[]);
+    load(
+        &*store,
+        &info("empty", 4, DistanceMetric::Cosine),
+        LoadMode::Create,
+        &[],
+    )
+    .expect("loads");
+    assert_eq!(store.list_collections().expect("lists"), ["empty"]);
+    assert_eq!(store.count("empty").expect("count"), 0);
+    assert!(extract(&*store, "empty").is_empty());
+    assert!(
+        store
+            .query("empty", &[1.0, 0.0, 0.0, 0.0], 3)
+            .expect("queries")
+            .is_empty()
+    );
+    load(
+        &*store,
+        &info("empty", 4, DistanceMetric::Cosine),
+        LoadMode::Append,
+        &records(3, 4, 1),
+    )
+    .expect("appends");
+    assert_eq!(store.count("empty").expect("count"), 3);
+}

