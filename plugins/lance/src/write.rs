@@ -1,0 +1,294 @@
+//! `load`: canonical batches into a LanceDB table.
+//!
+//! Each incoming batch is one atomic Lance commit: the first batch of a new table creates it,
+//! every later one is a `merge_insert` keyed on `id` (update all columns when matched, insert
+//! otherwise), so a batch replayed after a crash replaces instead of duplicating. The one shortcut:
+//! into a table this load created, a batch whose ids the load has not written yet is appended. Before the first
+//! write into an existing table its current version is tagged `ragged-before-v<N>`, so the
+//! pre-migration state can be restored with `tbl.restore(tag)` and is never pruned.
+//! Optionally a vector index with the collection's metric is built once the table is large enough.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchIterator, RecordBatchReader, UInt32Array};
+use arrow_schema::SchemaRef;
+use lancedb::database::CreateTableMode;
+use lancedb::index::Index;
+use lancedb::index::vector::IvfHnswSqIndexBuilder;
+use lancedb::table::AddDataMode;
+use lancedb::{Connection, Table};
+use ragged_plugin_api::arrow::check_schema;
+use ragged_plugin_api::{BatchStream, ErrorCode, LoadMode, LoadRequest, LoadSummary, PluginError};
+use serde_json::{Map, Value};
+
+use crate::metadata::{self, Promoted};
+use crate::options::{StoreOptions, VectorIndex};
+use crate::read::distance_type;
+use crate::runtime::{block_on, lance_error};
+use crate::schema::{self, Layout, columns};
+
+/// The prefix of the tags that mark a table's version before a load wrote into it.
+pub(crate) const TAG_PREFIX: &str = "ragged-before-v";
+
+/// Writes `batches` into the table `request.collection.name`.
+pub(crate) fn load(
+    db: &Connection,
+    options: &StoreOptions,
+    request: &LoadRequest,
+    batches: BatchStream,
+) -> Result<LoadSummary, PluginError> {
+    let name = request.collection.name.as_str();
+    let context = format!("table '{name}'");
+    let reader = batches
+        .into_reader()
+        .map_err(|e| PluginError::invalid_input(format!("{context}: cannot read the record stream: {e}")))?;
+    let dimension = check_schema(&reader.schema())?;
+    if dimension != request.collection.dimension {
+        return Err(PluginError::invalid_input(format!(
+            "{context}: the records have {dimension} dimensions, the collection is described with {}",
+            request.collection.dimension
+        )));
+    }
+
+    let mut target: Option<(Table, SchemaRef, Promoted)> = match block_on(db.open_table(name).execute())? {
+        Ok(table) => {
+            if request.mode == LoadMode::Create {
+                return Err(PluginError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("{context} already exists (load mode create needs a new collection)"),
+                ));
+            }
+            let table_schema = block_on(table.schema())?.map_err(|e| lance_error(&context, e))?;
+            let layout = Layout::resolve(name, &table_schema, &options.columns)?;
+            if !layout.ragged {
+                return Err(PluginError::new(
+                    ErrorCode::Unsupported,
+                    format!(
+                        "{context} was not written by ragged; ragged only writes into tables it created \
+                         (migrate into a new table instead)"
+                    ),
+                ));
+            }
+            if layout.dimension != dimension {
+                return Err(PluginError::invalid_input(format!(
+                    "{context} holds vectors of {} dimensions, the records have {dimension}",
+                    layout.dimension
+                )));
+            }
+            tag_current_version(&table, &context)?;
+            Some((table, table_schema, layout.promoted))
+        }
+        Err(lancedb::Error::TableNotFound { .. }) => {
+            if request.mode == LoadMode::Append {
+                return Err(PluginError::not_found(format!(
+                    "{context} does not exist (load mode append needs an existing collection)"
+                )));
+            }
+            None
+        }
+        Err(error) => return Err(lance_error(&context, error)),
+    };
+
+    // Ids written by this load into a table it created, as 64-bit hashes: a batch none of whose
+    // ids were seen is appended instead of merged, which keeps loading a new table linear instead
+    // of scanning every id already written for each batch. A hash collision only costs a merge.
+    let mut seen: Option<HashSet<u64>> = target.is_none().then(HashSet::new);
+    let mut written = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| PluginError::invalid_input(format!("{context}: reading records: {e}")))?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        // Counted as received: a record replaced within its own batch was still written.
+        written += batch.num_rows() as u64;
+        let batch = keep_last_per_id(&batch)?;
+        let parsed = parse_metadata(&batch)?;
+        let fresh = seen.as_mut().is_some_and(|seen| {
+            let hashes = id_hashes(&batch);
+            let fresh = !hashes.iter().any(|h| seen.contains(h));
+            seen.extend(hashes);
+            fresh
+        });
+        match &target {
+            None => {
+                let promoted = Promoted::infer(&parsed);
+                let table_schema = schema::ragged_schema(&request.collection, &promoted)?;
+                let rows = table_batch(&table_schema, &promoted, &batch, &parsed)?;
+                let table = block_on(db.create_table(name, rows).mode(CreateTableMode::Create).execute())?
+                    .map_err(|e| lance_error(&context, e))?;
+                target = Some((table, table_schema, promoted));
+            }
+            Some((table, table_schema, promoted)) if fresh => {
+                let rows = table_batch(table_schema, promoted, &batch, &parsed)?;
+                block_on(table.add(rows).mode(AddDataMode::Append).execute())?.map_err(|e| lance_error(&context, e))?;
+            }
+            Some((table, table_schema, promoted)) => {
+                let rows = table_batch(table_schema, promoted, &batch, &parsed)?;
+                let source: Box<dyn RecordBatchReader + Send> =
+                    Box::new(RecordBatchIterator::new([Ok(rows)], table_schema.clone()));
+                let mut merge = table.merge_insert(&[columns::ID]);
+                merge.when_matched_update_all(None).when_not_matched_insert_all();
+                block_on(merge.execute(source))?.map_err(|e| lance_error(&context, e))?;
+            }
+        }
+    }
+
+    let table = match target {
+        Some((table, _, _)) => table,
+        None => {
+            let table_schema = schema::ragged_schema(&request.collection, &Promoted::default())?;
+            block_on(db.create_empty_table(name, table_schema).execute())?.map_err(|e| lance_error(&context, e))?
+        }
+    };
+    maybe_index(&table, options, request, &context)?;
+    Ok(LoadSummary {
+        records_written: written,
+    })
+}
+
+/// Tags the table's current version so a rollback can return to it.
+fn tag_current_version(table: &Table, context: &str) -> Result<(), PluginError> {
+    block_on(async {
+        let version = table.version().await?;
+        let mut tags = table.tags().await?;
+        let tag = format!("{TAG_PREFIX}{version}");
+        if !tags.list().await?.contains_key(&tag) {
+            tags.create(&tag, version).await?;
+        }
+        Ok::<(), lancedb::Error>(())
+    })?
+    .map_err(|e| lance_error(context, e))
+}
+
+/// Builds a vector index with the collection's metric when `vector_index=auto` and the table has
+/// reached `index_min_rows`, unless one exists already. Smaller tables are searched exactly.
+fn maybe_index(table: &Table, options: &StoreOptions, request: &LoadRequest, context: &str) -> Result<(), PluginError> {
+    if options.vector_index == VectorIndex::Never {
+        return Ok(());
+    }
+    block_on(async {
+        let rows = table.count_rows(None).await? as u64;
+        if rows < options.index_min_rows {
+            return Ok(());
+        }
+        let indexed = table
+            .list_indices()
+            .await?
+            .iter()
+            .any(|index| index.columns.iter().any(|c| c == columns::VECTOR));
+        if indexed {
+            return Ok(());
+        }
+        let builder = IvfHnswSqIndexBuilder::default().distance_type(distance_type(request.collection.metric));
+        table
+            .create_index(&[columns::VECTOR], Index::IvfHnswSq(builder))
+            .execute()
+            .await
+    })?
+    .map_err(|e| lance_error(context, e))
+}
+
+/// The hashes of a batch's ids (fixed SipHash keys: the same on every run).
+fn id_hashes(batch: &RecordBatch) -> Vec<u64> {
+    let ids = batch.column(0).as_string::<i32>();
+    ids.iter()
+        .map(|id| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            id.hash(&mut hasher);
+            hasher.finish()
+        })
+        .collect()
+}
+
+/// The batch with only the last occurrence of each id, so one commit never holds an id twice.
+fn keep_last_per_id(batch: &RecordBatch) -> Result<RecordBatch, PluginError> {
+    let ids = batch.column(0).as_string::<i32>();
+    if ids.null_count() > 0 {
+        return Err(PluginError::invalid_input("a record has a null id"));
+    }
+    let mut last: HashMap<&str, u32> = HashMap::with_capacity(ids.len());
+    for row in 0..ids.len() {
+        last.insert(ids.value(row), row as u32);
+    }
+    if last.len() == ids.len() {
+        return Ok(batch.clone());
+    }
+    let mut rows: Vec<u32> = last.into_values().collect();
+    rows.sort_unstable();
+    arrow_select::take::take_record_batch(batch, &UInt32Array::from(rows))
+        .map_err(|e| PluginError::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// The metadata of every record, validated before anything is written.
+fn parse_metadata(batch: &RecordBatch) -> Result<Vec<Option<Map<String, Value>>>, PluginError> {
+    let ids = batch.column(0).as_string::<i32>();
+    let texts = batch.column(2).as_string::<i32>();
+    let embeddings = batch.column(3).as_fixed_size_list();
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        if embeddings.is_null(row) {
+            return Err(PluginError::invalid_input(format!(
+                "record '{}' has a null embedding",
+                ids.value(row)
+            )));
+        }
+        let text = texts.is_valid(row).then(|| texts.value(row));
+        out.push(metadata::parse(text, ids.value(row))?);
+    }
+    Ok(out)
+}
+
+/// A canonical batch in the table's schema: id, vector, text, metadata_json, promoted columns.
+fn table_batch(
+    table_schema: &SchemaRef,
+    promoted: &Promoted,
+    batch: &RecordBatch,
+    parsed: &[Option<Map<String, Value>>],
+) -> Result<RecordBatch, PluginError> {
+    let mut columns: Vec<ArrayRef> = vec![
+        batch.column(0).clone(),
+        batch.column(3).clone(),
+        batch.column(1).clone(),
+        batch.column(2).clone(),
+    ];
+    columns.extend(promoted.columns(parsed));
+    RecordBatch::try_new(table_schema.clone(), columns)
+        .map_err(|e| PluginError::new(ErrorCode::Internal, format!("cannot shape records for the table: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ragged_plugin_api::Record;
+    use ragged_plugin_api::arrow::records_to_batch;
+
+    fn record(id: &str, doc: &str) -> Record {
+        Record {
+            id: id.into(),
+            document: Some(doc.into()),
+            metadata: None,
+            embedding: vec![1.0, 2.0],
+        }
+    }
+
+    #[test]
+    fn a_batch_keeps_the_last_record_of_each_id() {
+        let batch = records_to_batch(&[record("a", "1"), record("b", "2"), record("a", "3")], 2).expect("batch");
+        let kept = keep_last_per_id(&batch).expect("dedupes");
+        let ids: Vec<&str> = kept.column(0).as_string::<i32>().iter().flatten().collect();
+        let docs: Vec<&str> = kept.column(1).as_string::<i32>().iter().flatten().collect();
+        assert_eq!(ids, ["b", "a"]);
+        assert_eq!(docs, ["2", "3"]);
+    }
+
+    #[test]
+    fn bad_metadata_is_refused_naming_the_record() {
+        let mut bad = record("x", "d");
+        bad.metadata = Some(r#"{"a": null}"#.into());
+        let batch = records_to_batch(&[bad], 2).expect("batch");
+        let error = parse_metadata(&batch).expect_err("null value");
+        assert!(error.message.starts_with("record 'x':"), "{error}");
+    }
+}
