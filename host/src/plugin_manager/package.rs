@@ -49,7 +49,9 @@ pub fn package(library: &Path, out_dir: &Path) -> Result<PackageReport> {
         // Level 3 on every core: plugin libraries run to hundreds of MB (lancedb's debug build is
         // 424 MB), which level 19 took 11 minutes to pack for a package about 15% smaller.
         let mut encoder = zstd::Encoder::new(file, 3)?;
-        let workers = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
         encoder.multithread(workers)?;
         let encoder = encoder.auto_finish();
         let mut archive = tar::Builder::new(encoder);
