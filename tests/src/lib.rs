@@ -22,10 +22,21 @@ pub fn target_dir() -> PathBuf {
 
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // Variables cargo sets for the running test would leak into a nested build.
+    // Variables cargo sets for the running test describe this crate and would leak into a nested
+    // build; the user's own settings (CARGO_INCREMENTAL, CARGO_TARGET_DIR, RUSTFLAGS...) must
+    // stay, or the nested build fingerprints differently and recompiles everything.
+    const SET_FOR_TESTS: [&str; 7] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        if key.starts_with("CARGO_") && key != "CARGO_TARGET_DIR" && key != "CARGO_HOME" || key == "RUSTFLAGS" {
+        if SET_FOR_TESTS.iter().any(|prefix| key.starts_with(prefix)) {
             command.env_remove(key);
         }
     }
