@@ -50,6 +50,34 @@ pub fn validate_metadata(json: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Metadata in its canonical text form: keys sorted at every depth, numbers as written (ints stay
+/// ints, floats stay floats). Key order carries no meaning, and sorting explicitly keeps the form
+/// stable: serde_json keeps insertion order when any crate in a build enables its `preserve_order`
+/// feature (lancedb's dependencies do). Text that is not JSON is returned unchanged.
+pub fn canonical_metadata(json: &str) -> String {
+    match serde_json::from_str::<Value>(json) {
+        Ok(value) => sorted_keys(value).to_string(),
+        Err(_) => json.to_owned(),
+    }
+}
+
+fn sorted_keys(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key, sorted_keys(value)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted_keys).collect()),
+        other => other,
+    }
+}
+
 fn scalar_kind(value: &Value) -> &'static str {
     match value {
         Value::String(_) => "string",
@@ -94,9 +122,14 @@ mod tests {
     }
 
     #[test]
-    fn keeps_ints_and_floats_apart() {
+    fn keeps_ints_and_floats_apart_and_sorts_keys() {
         // The whole point of carrying metadata as text: 2 and 2.0 must not collapse.
-        let value: Value = serde_json::from_str(r#"{"i": 2, "f": 2.0}"#).expect("valid json");
-        assert_eq!(serde_json::to_string(&value).expect("encodes"), r#"{"f":2.0,"i":2}"#);
+        assert_eq!(canonical_metadata(r#"{"i": 2, "f": 2.0}"#), r#"{"f":2.0,"i":2}"#);
+        let nested = r#"{"b":{"z":1,"a":[{"y":2.0,"x":true}]},"a":"s"}"#;
+        assert_eq!(
+            canonical_metadata(nested),
+            r#"{"a":"s","b":{"a":[{"x":true,"y":2.0}],"z":1}}"#
+        );
+        assert_eq!(canonical_metadata("not json"), "not json");
     }
 }

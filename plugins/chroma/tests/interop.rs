@@ -52,26 +52,12 @@ fn open(path: &Path, access: Access) -> Result<Box<dyn Backend>, PluginError> {
     })
 }
 
-/// Records with their metadata keys sorted: key order carries no meaning, and serde_json keeps
-/// insertion order when any crate in the build enables its `preserve_order` feature.
+/// Records with their metadata in canonical form: key order carries no meaning.
 fn sorted_metadata(records: Vec<Record>) -> Vec<Record> {
-    fn sorted(value: Value) -> Value {
-        match value {
-            Value::Object(map) => {
-                let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
-            }
-            Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
-            other => other,
-        }
-    }
     records
         .into_iter()
         .map(|mut record| {
-            record.metadata = record
-                .metadata
-                .map(|text| sorted(serde_json::from_str(&text).expect("json metadata")).to_string());
+            record.metadata = record.metadata.as_deref().map(ragged_plugin_api::canonical_metadata);
             record
         })
         .collect()

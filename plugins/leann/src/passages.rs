@@ -38,7 +38,8 @@ pub(crate) fn encode_line(id: &str, document: Option<&str>, metadata: Option<&st
                     "record '{id}': metadata must be a JSON object"
                 )));
             }
-            value
+            // Sorted keys on every build (see `canonical_metadata`), so lines are reproducible.
+            serde_json::from_str(&ragged_plugin_api::canonical_metadata(text)).unwrap_or(value)
         }
         None => Value::Object(serde_json::Map::new()),
     };
@@ -244,7 +245,7 @@ mod tests {
         let text = String::from_utf8(line).expect("utf-8");
         assert_eq!(text, format!("{expected_line}\n"));
         let back = decode_line(&text, Path::new("p.jsonl")).expect("decodes");
-        let canonical = metadata.map(|m| serde_json::from_str::<Value>(m).expect("json").to_string());
+        let canonical = metadata.map(ragged_plugin_api::canonical_metadata);
         assert_eq!(
             back,
             Passage {
