@@ -7,8 +7,11 @@
 //! auto_backup = true                   # back up before writing (--no-backup overrides)
 //! backup_retention = 5                 # after a completed migration, keep this many finished runs
 //! compression = "zstd"                 # the only backup compression ragged writes
-//! auto_verify = true                   # verify every record after loading (--no-verify overrides)
+//! auto_verify = true                   # verify after loading (--no-verify overrides)
+//! verification_sample_rate = 0.1       # collections this large or larger: compare a 10% sample...
+//! full_verify_threshold = 100000       # ...smaller ones: every record (--full, --sample-rate override)
 //! auto_rollback = true                 # restore the target when verification fails
+//! require_confirmation = true          # ask before migrating, on a terminal (--yes skips)
 //! batch_size = 1000
 //! checkpoint_interval = 10000
 //!
@@ -55,8 +58,14 @@ pub struct MigrationSettings {
     pub backup_retention: usize,
     /// Backup compression; only `zstd` is written.
     pub compression: String,
-    /// Verify every record after loading.
+    /// Verify after loading.
     pub auto_verify: bool,
+    /// The fraction of records compared when a collection is verified on a sample.
+    pub verification_sample_rate: f64,
+    /// Collections with fewer records are verified in full; larger ones on a sample.
+    pub full_verify_threshold: u64,
+    /// Ask for confirmation before a migration starts writing, when a terminal is attached.
+    pub require_confirmation: bool,
     /// Restore the target from its backup when verification fails or an error stops the run.
     pub auto_rollback: bool,
     /// Records per batch.
@@ -72,6 +81,9 @@ impl Default for MigrationSettings {
             backup_retention: 5,
             compression: "zstd".to_owned(),
             auto_verify: true,
+            verification_sample_rate: 0.1,
+            full_verify_threshold: 100_000,
+            require_confirmation: true,
             auto_rollback: true,
             batch_size: 1000,
             checkpoint_interval: 10_000,
@@ -124,6 +136,13 @@ impl Config {
                 "{}: migration.compression '{}' is not supported (ragged writes zstd)",
                 path.display(),
                 config.migration.compression
+            );
+        }
+        let rate = config.migration.verification_sample_rate;
+        if !(rate > 0.0 && rate <= 1.0) {
+            bail!(
+                "{}: migration.verification_sample_rate {rate} is not a fraction in (0, 1]",
+                path.display()
             );
         }
         Ok(config)
@@ -249,6 +268,12 @@ store = "chroma"
         std::fs::write(&path, "[migration]\ncompression = \"gzip\"\n").expect("write");
         let error = format!("{:#}", Config::load(&path).expect_err("gzip"));
         assert!(error.contains("'gzip' is not supported"), "{error}");
+        std::fs::write(&path, "[migration]\nverification_sample_rate = 10\n").expect("write");
+        let error = format!("{:#}", Config::load(&path).expect_err("rate"));
+        assert!(
+            error.contains("verification_sample_rate 10 is not a fraction"),
+            "{error}"
+        );
         assert_eq!(
             Config::load(&dir.path().join("missing.toml")).expect("default"),
             Config::default()

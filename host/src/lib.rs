@@ -7,7 +7,8 @@
 //! - [`config`]: `~/.ragged/config/backend.toml`: migration settings, named stores, personas.
 //! - [`plugin_manager`]: discovers, validates, packages, installs and loads plugins; opens stores.
 //! - [`store`]: store specs (`BACKEND:LOCATION`) and an opened store.
-//! - [`migrate`], [`verify`]: the engines; they see only the safe `Backend` trait.
+//! - [`migrate`], [`verify`], [`cleanup`]: the engines; they see only the safe `Backend` trait.
+//! - [`backup`], [`runs`]: backup archives, and migration runs (checkpoints) on disk.
 //! - [`conformance`]: the checks `ragged plugin test` runs against any plugin.
 //! - [`corpus`]: deterministic synthetic collections for demos, tests and benchmarks.
 //! - [`records`]: reading canonical batches on the host side (digests, comparisons).
@@ -15,6 +16,7 @@
 //! - [`output`]: the one place that prints.
 
 pub mod backup;
+pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod conformance;

@@ -27,7 +27,7 @@ use crate::backup;
 use crate::context::Context;
 use crate::runs::{CollectionProgress, Run, RunState};
 use crate::store::{InStore, Store, StoreError, local_path};
-use crate::verify::{self, CollectionVerification, VerifyOptions};
+use crate::verify::{self, CollectionVerification, Tolerance, VerifyOptions};
 
 /// What to migrate and how.
 #[derive(Debug, Clone)]
@@ -65,6 +65,8 @@ pub enum MigrateEvent {
         records: u64,
         /// Records already loaded by an earlier attempt.
         done: u64,
+        /// Records per batch asked of the source.
+        batch_size: u32,
     },
     /// A batch of `records` reached the target.
     Batch {
@@ -331,6 +333,7 @@ fn load_all(
             name: name.clone(),
             records: info.count,
             done: state.records_done,
+            batch_size: run.batch_size,
         });
         let request = ExtractRequest {
             batch_size: run.batch_size,
@@ -569,7 +572,7 @@ pub fn dry_run(
     target_spec: &crate::store::StoreSpec,
     target_options: &std::collections::BTreeMap<String, String>,
     options: &MigrateOptions,
-    verify_options: &VerifyOptions,
+    tolerance: &Tolerance,
 ) -> Result<DryRunReport> {
     let names = if options.collections.is_empty() {
         source.backend.list_collections().in_store(source, "list collections")?
@@ -665,15 +668,17 @@ pub fn dry_run(
         let back: std::collections::HashMap<&str, &ragged_plugin_api::Record> =
             back.iter().map(|r| (r.id.as_str(), r)).collect();
         let mut probe = verify::Tally::default();
+        let mut similarities = verify::Similarities::default();
         let mut first_different = Vec::new();
         for record in &records {
             match back.get(record.id.as_str()) {
                 Some(got) => {
-                    let (outcome, similarity) = verify::compare_records(record, got, verify_options);
+                    let (outcome, similarity) = verify::compare_records(record, got, tolerance);
                     if matches!(outcome, verify::RecordMatch::Different { .. }) && first_different.len() < 5 {
                         first_different.push(record.id.clone());
                     }
-                    probe.add(outcome, similarity);
+                    probe.add(outcome);
+                    similarities.add(similarity);
                 }
                 None => {
                     probe.different += 1;
@@ -714,7 +719,7 @@ pub fn dry_run(
             warnings.push(format!(
                 "'{name}': {} of {taken} probe vectors came back not bit-exact (largest cosine distance {:.1e}); accepted unless --exact",
                 probe.inexact_vectors,
-                1.0 - probe.min_vector_cosine.unwrap_or(1.0)
+                1.0 - similarities.stats().map_or(1.0, |s| s.min)
             ));
         }
         if probe.rounded_floats > 0 {

@@ -1,18 +1,22 @@
-//! Checking that two stores hold the same collections: counts, descriptions and every record
-//! through an order-independent content digest.
+//! Checking that two stores hold the same collections.
+//!
+//! Every verification compares the descriptions (dimension, metric), the counts and the id sets.
+//! Record content is compared either in full, every record through an order-independent content
+//! digest, or on a seeded random sample whose records are fetched from both stores. Optionally,
+//! sampled vectors are queried in both stores and the top-k results compared.
 //!
 //! Ids, documents, metadata keys, strings, integers and booleans must match exactly. Vectors and
 //! metadata floats must match bit for bit, except that some stores keep them only approximately:
 //! Chroma keeps cosine collections as unit vectors times their norm (a value can move by an ulp),
 //! and its number parser cannot produce some doubles (chromadb itself turns 0.9299999999999999
-//! into 0.93). Records whose digests differ are fetched from both stores and classified: within
-//! the tolerances they count as `approximate`, with how they differ; otherwise as `different`.
+//! into 0.93). Records that are not identical are classified: within the tolerances they count as
+//! `approximate`, with how they differ; otherwise as `different`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 use ragged_plugin_api::arrow::batch_to_records;
-use ragged_plugin_api::{ExtractRequest, Record};
+use ragged_plugin_api::{Capabilities, ErrorCode, ExtractRequest, Record};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -21,12 +25,14 @@ use crate::store::{InStore, Store};
 
 /// How many mismatching ids a report names.
 const NAMED_MISMATCHES: usize = 10;
-/// Records fetched per request when measuring approximate vectors.
+/// Records fetched per request when comparing records one by one.
 const FETCH_CHUNK: usize = 1000;
+/// Neighbours compared per query in the query-consistency check.
+const QUERY_K: u32 = 10;
 
-/// How strict a comparison is.
+/// How far two records may differ and still match.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VerifyOptions {
+pub struct Tolerance {
     /// A vector that is not bit-exact still matches when `1 - cosine` is at most this; 0 demands
     /// exact bits.
     pub vector_tolerance: f64,
@@ -34,20 +40,56 @@ pub struct VerifyOptions {
     pub float_ulps: u64,
 }
 
-impl VerifyOptions {
+impl Tolerance {
     /// Everything bit for bit.
-    pub const EXACT: VerifyOptions = VerifyOptions {
+    pub const EXACT: Tolerance = Tolerance {
         vector_tolerance: 0.0,
         float_ulps: 0,
     };
 }
 
-impl Default for VerifyOptions {
+impl Default for Tolerance {
     fn default() -> Self {
-        VerifyOptions {
+        Tolerance {
             vector_tolerance: 1e-6,
             float_ulps: 1,
         }
+    }
+}
+
+/// What a verification checks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VerifyOptions {
+    /// How far records may differ.
+    pub tolerance: Tolerance,
+    /// Compare this fraction of the records, sampled at random; `None` compares every record.
+    pub sample_rate: Option<f64>,
+    /// Collections with fewer records than this are compared in full even when sampling.
+    pub full_below: u64,
+    /// Query this many sampled vectors in both stores and compare the top-10 results.
+    pub queries: u32,
+    /// The query check fails when the mean top-k overlap is below this fraction.
+    pub min_overlap: f64,
+    /// Seed of the samples (reported, so a run can be repeated).
+    pub seed: u64,
+}
+
+impl VerifyOptions {
+    /// Every record, bit for bit, no queries: what tests and `--exact --full` ask for.
+    pub fn full(tolerance: Tolerance) -> VerifyOptions {
+        VerifyOptions {
+            tolerance,
+            sample_rate: None,
+            full_below: 0,
+            queries: 0,
+            min_overlap: 0.0,
+            seed: 0,
+        }
+    }
+
+    /// The sample rate for a collection of `count` records, or `None` for a full comparison.
+    fn rate_for(&self, count: u64) -> Option<f64> {
+        self.sample_rate.filter(|_| count >= self.full_below)
     }
 }
 
@@ -58,19 +100,33 @@ pub struct CollectionVerification {
     pub name: String,
     /// Whether everything matched.
     pub ok: bool,
+    /// `full` (every record) or `sampled`.
+    pub mode: &'static str,
+    /// The fraction of records sampled, when sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<f64>,
+    /// The seed of the samples.
+    pub seed: u64,
     /// Records in the first store.
     pub source_count: u64,
     /// Records in the second store.
     pub target_count: u64,
     /// Whether dimension and metric are the same.
     pub description_matches: bool,
-    /// How the records present in both stores compare.
+    /// Records whose content was compared (every record present in both, or the sample).
+    pub compared: u64,
+    /// How the compared records match.
     #[serde(flatten)]
     pub records: Tally,
+    /// Cosine similarity of the compared records' vectors.
+    pub vector_similarity: Option<SimilarityStats>,
     /// Records only in the first store.
     pub missing: u64,
     /// Records only in the second store.
     pub extra: u64,
+    /// Whether the stores answer queries alike, when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queries: Option<QueryCheck>,
     /// The first mismatching ids, by kind.
     pub first_mismatches: Vec<String>,
 }
@@ -86,8 +142,6 @@ pub struct Tally {
     pub inexact_vectors: u64,
     /// Approximate records with a metadata float a few ulps away.
     pub rounded_floats: u64,
-    /// The lowest cosine similarity among vectors that are not bit-exact.
-    pub min_vector_cosine: Option<f64>,
     /// Records whose content differs beyond the tolerances.
     pub different: u64,
 }
@@ -111,17 +165,23 @@ pub enum RecordMatch {
     },
 }
 
-/// Compares a record with what another store holds for the same id.
-pub fn compare_records(want: &Record, got: &Record, options: &VerifyOptions) -> (RecordMatch, Option<f64>) {
+/// Compares a record with what another store holds for the same id; also returns the vectors'
+/// cosine similarity (exactly 1 for bit-identical vectors).
+pub fn compare_records(want: &Record, got: &Record, tolerance: &Tolerance) -> (RecordMatch, f64) {
     let vector_differs = want.embedding.len() != got.embedding.len()
         || want
             .embedding
             .iter()
             .zip(&got.embedding)
             .any(|(a, b)| a.to_bits() != b.to_bits());
-    let similarity = vector_differs.then(|| cosine_similarity(&want.embedding, &got.embedding));
-    let vector_ok = similarity.is_none_or(|s| options.vector_tolerance > 0.0 && 1.0 - s <= options.vector_tolerance);
-    let metadata = compare_metadata(want.metadata.as_deref(), got.metadata.as_deref(), options.float_ulps);
+    let similarity = if vector_differs {
+        cosine_similarity(&want.embedding, &got.embedding)
+    } else {
+        1.0
+    };
+    let vector_ok =
+        !vector_differs || (tolerance.vector_tolerance > 0.0 && 1.0 - similarity <= tolerance.vector_tolerance);
+    let metadata = compare_metadata(want.metadata.as_deref(), got.metadata.as_deref(), tolerance.float_ulps);
     let outcome =
         if want.id != got.id || want.document != got.document || metadata == MetadataMatch::Different || !vector_ok {
             RecordMatch::Different { vector: !vector_ok }
@@ -138,10 +198,7 @@ pub fn compare_records(want: &Record, got: &Record, options: &VerifyOptions) -> 
 
 impl Tally {
     /// Counts one comparison.
-    pub fn add(&mut self, outcome: RecordMatch, similarity: Option<f64>) {
-        if let Some(s) = similarity {
-            self.min_vector_cosine = Some(self.min_vector_cosine.map_or(s, |m| m.min(s)));
-        }
+    pub fn add(&mut self, outcome: RecordMatch) {
         match outcome {
             RecordMatch::Exact => self.exact += 1,
             RecordMatch::Approximate {
@@ -157,7 +214,124 @@ impl Tally {
     }
 }
 
-/// Compares collection `name` in both stores record by record.
+/// The distribution of the cosine similarity between vectors and their counterparts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SimilarityStats {
+    /// The lowest similarity.
+    pub min: f64,
+    /// The mean similarity.
+    pub mean: f64,
+    /// 95% of the vectors are at least this similar (the 5th percentile, nearest rank).
+    pub p95: f64,
+}
+
+/// Cosine similarities as they are measured; bit-identical vectors are only counted.
+#[derive(Debug, Clone, Default)]
+pub struct Similarities {
+    identical: u64,
+    measured: Vec<f64>,
+}
+
+impl Similarities {
+    /// Adds one similarity.
+    pub fn add(&mut self, similarity: f64) {
+        if similarity == 1.0 {
+            self.identical += 1;
+        } else {
+            self.measured.push(similarity);
+        }
+    }
+
+    /// Adds `n` bit-identical vectors.
+    pub fn add_identical(&mut self, n: u64) {
+        self.identical += n;
+    }
+
+    /// Min, mean and 95th percentile, or `None` when nothing was measured.
+    pub fn stats(&self) -> Option<SimilarityStats> {
+        let n = self.identical + self.measured.len() as u64;
+        if n == 0 {
+            return None;
+        }
+        let mut sorted = self.measured.clone();
+        sorted.sort_by(f64::total_cmp);
+        let rank = ((n as f64) * 0.05).ceil().max(1.0) as usize;
+        let sum: f64 = sorted.iter().sum::<f64>() + self.identical as f64;
+        Some(SimilarityStats {
+            min: sorted.first().copied().unwrap_or(1.0),
+            mean: sum / n as f64,
+            p95: sorted.get(rank - 1).copied().unwrap_or(1.0),
+        })
+    }
+}
+
+/// How alike two stores answer nearest-neighbour queries for the same vectors.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryCheck {
+    /// Queries run in both stores.
+    pub queries: u32,
+    /// Neighbours asked per query.
+    pub k: u32,
+    /// Mean fraction of the first store's top-k ids that the second store also returned.
+    pub mean_overlap: f64,
+    /// The lowest such fraction.
+    pub min_overlap: f64,
+    /// Whether the mean reaches the required overlap (or the check was skipped).
+    pub ok: bool,
+    /// Why no query ran, when none did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// Fraction of `expected` ids found in `got` (1 when both are empty).
+pub fn top_k_overlap(expected: &[String], got: &[String]) -> f64 {
+    if expected.is_empty() {
+        return if got.is_empty() { 1.0 } else { 0.0 };
+    }
+    let got: HashSet<&String> = got.iter().collect();
+    expected.iter().filter(|id| got.contains(id)).count() as f64 / expected.len().max(got.len()) as f64
+}
+
+/// What the comparison of one collection found so far.
+#[derive(Default)]
+struct Findings {
+    compared: u64,
+    records: Tally,
+    similarities: Similarities,
+    missing: u64,
+    extra: u64,
+    first_mismatches: Vec<String>,
+}
+
+impl Findings {
+    fn note(&mut self, kind: &str, id: &str) {
+        if self.first_mismatches.len() < NAMED_MISMATCHES {
+            self.first_mismatches.push(format!("{kind}: {id}"));
+        }
+    }
+
+    fn note_missing(&mut self, missing: HashSet<String>) {
+        self.missing = missing.len() as u64;
+        let mut ids: Vec<String> = missing.into_iter().collect();
+        ids.sort();
+        for id in ids.iter().take(NAMED_MISMATCHES) {
+            self.note("missing", id);
+        }
+    }
+
+    /// Compares records present in both stores.
+    fn compare(&mut self, want: &Record, got: &Record, tolerance: &Tolerance) {
+        let (outcome, similarity) = compare_records(want, got, tolerance);
+        if let RecordMatch::Different { vector } = outcome {
+            self.note(if vector { "different vector" } else { "different" }, &want.id);
+        }
+        self.compared += 1;
+        self.records.add(outcome);
+        self.similarities.add(similarity);
+    }
+}
+
+/// Compares collection `name` in both stores.
 pub fn compare_collection(
     source: &Store,
     target: &Store,
@@ -172,64 +346,188 @@ pub fn compare_collection(
         .backend
         .describe(name)
         .in_store(target, &format!("describe '{name}'"))?;
-    let mut digests: HashMap<String, RecordDigest> = HashMap::with_capacity(source_info.count as usize);
-    for_each_record(source, name, source_info.dimension, |record| {
-        digests.insert(record.id.clone(), record_digest(&record));
-    })?;
-    let mut records = Tally::default();
-    let mut extra = 0u64;
-    let mut mismatched = Vec::new();
-    let mut first_mismatches = Vec::new();
-    let mut note = |kind: &str, id: &str| {
-        if first_mismatches.len() < NAMED_MISMATCHES {
-            first_mismatches.push(format!("{kind}: {id}"));
+    let sample = match options.rate_for(source_info.count) {
+        Some(rate) => {
+            let n = ((source_info.count as f64) * rate).ceil().min(source_info.count as f64) as u64;
+            match source.backend.sample(name, n, options.seed) {
+                Ok(stream) => Some((rate, stream)),
+                // A store that cannot sample is compared in full.
+                Err(error) if error.code == ErrorCode::Unsupported => None,
+                Err(error) => return Err(error).in_store(source, &format!("sample '{name}'")),
+            }
+        }
+        None => None,
+    };
+    let mut findings = Findings::default();
+    let sample_rate = match sample {
+        Some((rate, stream)) => {
+            compare_ids(source, target, name, &mut findings)?;
+            for batch in read_stream(stream, Some(source_info.dimension))? {
+                for wanted in batch_to_records(&batch?)?.chunks(FETCH_CHUNK) {
+                    let ids: Vec<String> = wanted.iter().map(|r| r.id.clone()).collect();
+                    let got = fetch(target, name, &ids)?;
+                    // A sampled id the target lacks is already counted as missing.
+                    for want in wanted {
+                        if let Some(got) = got.get(&want.id) {
+                            findings.compare(want, got, &options.tolerance);
+                        }
+                    }
+                }
+            }
+            Some(rate)
+        }
+        None => {
+            compare_digests(
+                source,
+                target,
+                name,
+                source_info.dimension,
+                &options.tolerance,
+                &mut findings,
+            )?;
+            None
         }
     };
-    for_each_record(target, name, target_info.dimension, |record| {
-        match digests.remove(&record.id) {
-            None => {
-                extra += 1;
-                note("extra", &record.id);
-            }
-            Some(expected) if expected.full == record_digest(&record).full => records.exact += 1,
-            Some(_) => mismatched.push(record.id),
-        }
+    let queries = (options.queries > 0)
+        .then(|| compare_queries(source, target, name, options))
+        .transpose()?;
+    let description_matches =
+        source_info.dimension == target_info.dimension && source_info.metric == target_info.metric;
+    Ok(CollectionVerification {
+        name: name.to_owned(),
+        ok: description_matches
+            && findings.missing == 0
+            && findings.extra == 0
+            && findings.records.different == 0
+            && queries.as_ref().is_none_or(|q| q.ok),
+        mode: if sample_rate.is_some() { "sampled" } else { "full" },
+        sample_rate,
+        seed: options.seed,
+        source_count: source_info.count,
+        target_count: target_info.count,
+        description_matches,
+        compared: findings.compared,
+        records: findings.records,
+        vector_similarity: findings.similarities.stats(),
+        missing: findings.missing,
+        extra: findings.extra,
+        queries,
+        first_mismatches: findings.first_mismatches,
+    })
+}
+
+/// Every record through its digest; only records whose digests differ are fetched again, to tell
+/// approximate from different.
+fn compare_digests(
+    source: &Store,
+    target: &Store,
+    name: &str,
+    dimension: u32,
+    tolerance: &Tolerance,
+    findings: &mut Findings,
+) -> Result<()> {
+    let mut digests: HashMap<String, RecordDigest> = HashMap::new();
+    for_each_record(source, name, dimension, |record| {
+        digests.insert(record.id.clone(), record_digest(&record));
     })?;
-    let mut missing_ids: Vec<&String> = digests.keys().collect();
-    missing_ids.sort();
-    for id in missing_ids.iter().take(NAMED_MISMATCHES) {
-        note("missing", id);
-    }
-    // Only records whose digests differ are fetched again, to tell approximate from different.
+    let mut mismatched = Vec::new();
+    let mut identical = 0u64;
+    for_each_record(target, name, dimension, |record| match digests.remove(&record.id) {
+        None => {
+            findings.extra += 1;
+            findings.note("extra", &record.id);
+        }
+        Some(expected) if expected.full == record_digest(&record).full => identical += 1,
+        Some(_) => mismatched.push(record.id),
+    })?;
+    findings.note_missing(digests.into_keys().collect());
+    findings.compared += identical;
+    findings.records.exact += identical;
+    findings.similarities.add_identical(identical);
     for chunk in mismatched.chunks(FETCH_CHUNK) {
         let from_source = fetch(source, name, chunk)?;
         let from_target = fetch(target, name, chunk)?;
         for id in chunk {
-            let (Some(want), Some(got)) = (from_source.get(id.as_str()), from_target.get(id.as_str())) else {
-                records.different += 1;
-                note("different", id);
-                continue;
-            };
-            let (outcome, similarity) = compare_records(want, got, options);
-            if let RecordMatch::Different { vector } = outcome {
-                note(if vector { "different vector" } else { "different" }, id);
+            match (from_source.get(id), from_target.get(id)) {
+                (Some(want), Some(got)) => findings.compare(want, got, tolerance),
+                _ => {
+                    findings.records.different += 1;
+                    findings.note("different", id);
+                }
             }
-            records.add(outcome, similarity);
         }
     }
-    let description_matches =
-        source_info.dimension == target_info.dimension && source_info.metric == target_info.metric;
-    let missing = digests.len() as u64;
-    Ok(CollectionVerification {
-        name: name.to_owned(),
-        ok: description_matches && missing == 0 && extra == 0 && records.different == 0,
-        source_count: source_info.count,
-        target_count: target_info.count,
-        description_matches,
-        records,
-        missing,
-        extra,
-        first_mismatches,
+    Ok(())
+}
+
+/// The id sets of both stores: which ids are missing from the target and which are extra.
+fn compare_ids(source: &Store, target: &Store, name: &str, findings: &mut Findings) -> Result<()> {
+    let mut ids = HashSet::new();
+    for_each_record(source, name, 0, |record| {
+        ids.insert(record.id);
+    })?;
+    for_each_record(target, name, 0, |record| {
+        if !ids.remove(&record.id) {
+            findings.extra += 1;
+            findings.note("extra", &record.id);
+        }
+    })?;
+    findings.note_missing(ids);
+    Ok(())
+}
+
+/// Queries sampled vectors in both stores and compares the top-k ids.
+fn compare_queries(source: &Store, target: &Store, name: &str, options: &VerifyOptions) -> Result<QueryCheck> {
+    let skipped = |why: String| QueryCheck {
+        queries: 0,
+        k: QUERY_K,
+        mean_overlap: 0.0,
+        min_overlap: 0.0,
+        ok: true,
+        skipped: Some(why),
+    };
+    for store in [source, target] {
+        if !store.capabilities.contains(Capabilities::QUERY) {
+            return Ok(skipped(format!("{} does not answer queries", store.spec)));
+        }
+    }
+    let probes = match source
+        .backend
+        .sample(name, u64::from(options.queries), options.seed.wrapping_add(1))
+    {
+        Ok(stream) => collect_records(stream)?,
+        Err(error) if error.code == ErrorCode::Unsupported => {
+            return Ok(skipped(format!("{} cannot sample vectors to query with", source.spec)));
+        }
+        Err(error) => return Err(error).in_store(source, &format!("sample '{name}'")),
+    };
+    if probes.is_empty() {
+        return Ok(skipped("the collection is empty".to_owned()));
+    }
+    let top_k = |store: &Store, vector: &[f32]| -> Result<Vec<String>> {
+        Ok(store
+            .backend
+            .query(name, vector, QUERY_K)
+            .in_store(store, &format!("query '{name}'"))?
+            .into_iter()
+            .map(|hit| hit.id)
+            .collect())
+    };
+    let mut overlaps = Vec::with_capacity(probes.len());
+    for probe in &probes {
+        overlaps.push(top_k_overlap(
+            &top_k(source, &probe.embedding)?,
+            &top_k(target, &probe.embedding)?,
+        ));
+    }
+    let mean_overlap = overlaps.iter().sum::<f64>() / overlaps.len() as f64;
+    Ok(QueryCheck {
+        queries: overlaps.len() as u32,
+        k: QUERY_K,
+        mean_overlap,
+        min_overlap: overlaps.iter().copied().fold(1.0, f64::min),
+        ok: mean_overlap >= options.min_overlap,
+        skipped: None,
     })
 }
 
@@ -305,6 +603,7 @@ fn fetch(store: &Store, name: &str, ids: &[String]) -> Result<HashMap<String, Re
         .collect())
 }
 
+/// Visits every record; `dimension` 0 skips the dimension check.
 fn for_each_record(store: &Store, name: &str, dimension: u32, mut visit: impl FnMut(Record)) -> Result<()> {
     let request = ExtractRequest {
         batch_size: 4096,
@@ -314,7 +613,7 @@ fn for_each_record(store: &Store, name: &str, dimension: u32, mut visit: impl Fn
         .backend
         .extract(name, &request)
         .in_store(store, &format!("extract '{name}'"))?;
-    for batch in read_stream(stream, Some(dimension))? {
+    for batch in read_stream(stream, (dimension > 0).then_some(dimension))? {
         batch_to_records(&batch?)?.into_iter().for_each(&mut visit);
     }
     Ok(())
@@ -386,5 +685,56 @@ mod tests {
         check(r#"{"f":-0.0}"#, r#"{"f":0.0}"#, 1, MetadataMatch::Different);
         assert_eq!(compare_metadata(None, Some("{}"), 1), MetadataMatch::Different);
         assert_eq!(compare_metadata(None, None, 0), MetadataMatch::Exact);
+    }
+
+    #[test]
+    fn similarity_stats_by_hand() {
+        assert_eq!(Similarities::default().stats(), None);
+        // 20 values: 0.5, 0.9 and eighteen identical vectors. Nearest rank of the 5th percentile
+        // is ceil(20 * 0.05) = 1, the lowest value; 95% of the vectors are at least that similar.
+        let mut s = Similarities::default();
+        s.add(0.9);
+        s.add(0.5);
+        s.add(1.0);
+        s.add_identical(17);
+        let stats = s.stats().expect("measured");
+        assert_eq!(stats.min, 0.5);
+        assert_eq!(stats.p95, 0.5);
+        assert!((stats.mean - (0.5 + 0.9 + 18.0) / 20.0).abs() < 1e-12, "{stats:?}");
+        // 21 values: rank ceil(1.05) = 2, the second lowest.
+        s.add_identical(1);
+        assert_eq!(s.stats().expect("measured").p95, 0.9);
+        // 41 values: rank ceil(2.05) = 3, past the measured ones, so an identical vector.
+        s.add_identical(20);
+        assert_eq!(s.stats().expect("measured").p95, 1.0);
+    }
+
+    #[test]
+    fn top_k_overlap_counts_shared_ids() {
+        let ids = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            top_k_overlap(&ids(&["a", "b", "c", "d"]), &ids(&["d", "c", "b", "a"])),
+            1.0
+        );
+        assert_eq!(
+            top_k_overlap(&ids(&["a", "b", "c", "d"]), &ids(&["a", "x", "c", "y"])),
+            0.5
+        );
+        assert_eq!(top_k_overlap(&ids(&["a", "b"]), &ids(&["a"])), 0.5);
+        assert_eq!(top_k_overlap(&ids(&["a"]), &ids(&["a", "b"])), 0.5);
+        assert_eq!(top_k_overlap(&[], &[]), 1.0);
+        assert_eq!(top_k_overlap(&[], &ids(&["a"])), 0.0);
+    }
+
+    #[test]
+    fn small_collections_are_compared_in_full_even_when_sampling() {
+        let options = VerifyOptions {
+            sample_rate: Some(0.1),
+            full_below: 1000,
+            ..VerifyOptions::full(Tolerance::default())
+        };
+        assert_eq!(options.rate_for(999), None);
+        assert_eq!(options.rate_for(1000), Some(0.1));
+        assert_eq!(VerifyOptions::full(Tolerance::EXACT).rate_for(1_000_000), None);
     }
 }

@@ -154,15 +154,17 @@ pub fn store_plugins() -> Vec<String> {
         .collect()
 }
 
-/// A directory where every built plugin is installed, once per test process.
+/// A directory where every built plugin is installed, once per test process. It lives in the
+/// target directory and is replaced by the next test process (a temporary directory would never be
+/// removed: statics are not dropped, and the debug Lance library alone is hundreds of megabytes).
 pub fn staged_plugin_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("ragged-staged-plugins-")
-            .tempdir()
-            .unwrap();
-        let packages = dir.path().join("packages");
+        let dir = target_dir().join("ragged-staged-plugins");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        let packages = dir.join("packages");
         for library in artifacts().plugins.values() {
             let output = Command::new(&artifacts().host)
                 .args(["plugin", "package"])
@@ -180,7 +182,7 @@ pub fn staged_plugin_dir() -> &'static Path {
             let package = String::from_utf8_lossy(&output.stdout).trim().to_owned();
             let output = Command::new(&artifacts().host)
                 .args(["plugin", "install", &package, "--plugin-dir"])
-                .arg(dir.path().join("installed"))
+                .arg(dir.join("installed"))
                 .output()
                 .unwrap();
             assert!(
@@ -191,7 +193,7 @@ pub fn staged_plugin_dir() -> &'static Path {
         }
         dir
     })
-    .path()
+    .as_path()
 }
 
 /// An isolated ragged environment: its own home and user plugin dir, with every built plugin

@@ -8,3 +8,4 @@ mod migrate;
 mod panics;
 mod plugin_cli;
 mod third_party;
+mod verify;

@@ -62,6 +62,19 @@ fn every_pair_of_store_plugins_migrates_and_verifies() {
                 "{target_backend}"
             );
             env.ragged(&["backend", "verify", &source, &target]).ok();
+            // The sampled path: every plugin samples as a source and fetches as a target.
+            let sampled = env
+                .ragged(&["backend", "verify", &source, &target, "--sample-rate", "0.2", "--json"])
+                .ok()
+                .json();
+            for collection in sampled["collections"].as_array().unwrap() {
+                assert_eq!(
+                    collection["mode"], "sampled",
+                    "{source_backend} -> {target_backend}: {collection:#}"
+                );
+                let expected = (collection["source_count"].as_f64().unwrap() * 0.2).ceil();
+                assert_eq!(collection["compared"].as_f64().unwrap(), expected, "{collection:#}");
+            }
         }
     }
 }
@@ -498,9 +511,13 @@ fn a_completed_migration_can_be_rolled_back_from_its_backup() {
     assert_ne!(before, tree_digest(&env.path("target")).unwrap());
 
     let listed = env.ragged(&["backend", "backups", "list", "--json"]).ok().json();
-    assert_eq!(listed[0]["id"], run_id.as_str(), "{listed:#}");
-    assert_eq!(listed[0]["state"], "completed", "{listed:#}");
-    assert_eq!(listed[0]["backup_files"].as_array().unwrap().len(), 2, "{listed:#}");
+    assert_eq!(listed["runs"][0]["id"], run_id.as_str(), "{listed:#}");
+    assert_eq!(listed["runs"][0]["state"], "completed", "{listed:#}");
+    assert_eq!(
+        listed["runs"][0]["backup_files"].as_array().unwrap().len(),
+        2,
+        "{listed:#}"
+    );
 
     // Without --confirm nothing happens.
     env.ragged(&["backend", "rollback", "--run", &run_id])
@@ -519,6 +536,6 @@ fn a_completed_migration_can_be_rolled_back_from_its_backup() {
 
     env.ragged(&["backend", "backups", "clean", "--keep-latest", "0"])
         .ok()
-        .stderr_has("removed 1 run(s)");
+        .stderr_has("removed 1 run(s) and their backups, 0 cleanup backup(s)");
     assert!(runs(&env).is_empty());
 }

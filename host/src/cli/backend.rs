@@ -6,11 +6,12 @@ use ragged_plugin_api::arrow::canonical_schema;
 use ragged_plugin_api::{Access, BatchStream, CollectionInfo, DistanceMetric, LoadMode, LoadRequest};
 
 use super::{EXIT_FINDINGS, EXIT_OK};
+use crate::config::MigrationSettings;
 use crate::context::Context;
 use crate::corpus::Corpus;
 use crate::output::{print_json, print_text, status};
 use crate::store::{InStore, Store, parse_options};
-use crate::verify::{self, CollectionVerification, VerifyOptions};
+use crate::verify::{self, CollectionVerification, Tolerance, VerifyOptions};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BackendCommand {
@@ -50,12 +51,8 @@ pub(crate) enum BackendCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Compare the collections of two stores record by record.
-    #[command(
-        after_help = "Examples:\n  ragged backend verify chroma:./chroma_db lance:./lancedb\n  \
-        ragged backend verify parquet:./export chroma:./chroma_db --collection notes --json\n\n\
-        Exit code 0 when everything matches, 1 when something differs."
-    )]
+    /// Check that two stores hold the same collections: counts, ids, records, query results.
+    #[command(after_help = VERIFY_EXAMPLES)]
     Verify {
         /// The reference store (BACKEND:LOCATION or a configured store name).
         source: String,
@@ -65,12 +62,18 @@ pub(crate) enum BackendCommand {
         #[arg(long = "collection", value_name = "NAME")]
         collections: Vec<String>,
         #[command(flatten)]
-        strictness: StrictnessArgs,
+        checks: VerifyArgs,
         #[command(flatten)]
         options: StoreOptionArgs,
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Show the bytes each collection of a store occupies: vectors, documents, index, total.
+    #[command(after_help = super::stores::STORAGE_EXAMPLES)]
+    StorageInfo(super::stores::StorageInfoArgs),
+    /// Remove collections from a store (after a migration), backing the store up first.
+    #[command(after_help = super::stores::CLEANUP_EXAMPLES)]
+    Cleanup(super::stores::CleanupArgs),
     /// List a store's collections with their dimension, metric and count.
     #[command(
         after_help = "Examples:\n  ragged backend collections chroma:./chroma_db\n  ragged backend collections parquet:./export --json"
@@ -115,6 +118,17 @@ pub(crate) enum BackendCommand {
     },
 }
 
+const VERIFY_EXAMPLES: &str = "Examples:
+  ragged backend verify chroma:./chroma_db lance:./lancedb
+  ragged backend verify chroma:./chroma_db lance:./lancedb --sample-rate 0.1 --queries 20
+  ragged backend verify parquet:./export chroma:./chroma_db --collection notes --full --json
+
+Counts, dimension, metric and the id sets are always compared in full. Record content (vectors,
+documents, typed metadata) is compared for every record (--full) or for a random sample
+(--sample-rate), and sampled vectors are queried in both stores (--queries).
+
+Exit code 0 when everything matches, 1 when something differs.";
+
 /// Store options for the two stores of a command.
 #[derive(Debug, Args)]
 pub(crate) struct StoreOptionArgs {
@@ -134,24 +148,68 @@ pub(crate) fn open_store(ctx: &Context, name: &str, cli_options: &[String], acce
     Store::open(ctx, &spec, &options, access)
 }
 
-/// How strictly records are compared.
+/// What a verification compares and how strictly.
 #[derive(Debug, Args)]
-pub(crate) struct StrictnessArgs {
+pub(crate) struct VerifyArgs {
     /// Require vectors and metadata floats to match bit for bit. By default what a store keeps
     /// only approximately (Chroma: cosine vectors, some doubles) matches within cosine distance
     /// 1e-6 and 1 ulp, and is reported as approximate.
     #[arg(long)]
     exact: bool,
+    /// Compare every record (through content digests), whatever the collection's size.
+    #[arg(long, conflicts_with = "sample_rate")]
+    full: bool,
+    /// Compare this fraction of the records, chosen at random (counts and id sets are always
+    /// checked in full). Default: migration.verification_sample_rate (0.1) for collections of
+    /// migration.full_verify_threshold (100000) records or more, every record below that.
+    #[arg(long, value_name = "R", value_parser = parse_fraction)]
+    sample_rate: Option<f64>,
+    /// Query this many sampled vectors in both stores and compare their top-10 ids (0: skip).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    queries: u32,
+    /// The query check fails when the mean top-10 overlap is below this fraction (approximate
+    /// indexes rarely agree on every neighbour; a lost metric or a broken index falls far below).
+    #[arg(long, value_name = "F", default_value_t = 0.5, value_parser = parse_fraction)]
+    min_overlap: f64,
+    /// Seed of the samples (default: random; every report gives the seed it used).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
-impl StrictnessArgs {
-    pub(crate) fn options(&self) -> VerifyOptions {
-        if self.exact {
-            VerifyOptions::EXACT
+impl VerifyArgs {
+    pub(crate) fn options(&self, settings: &MigrationSettings) -> VerifyOptions {
+        let tolerance = if self.exact {
+            Tolerance::EXACT
         } else {
-            VerifyOptions::default()
+            Tolerance::default()
+        };
+        let (sample_rate, full_below) = match (self.full, self.sample_rate) {
+            (true, _) => (None, 0),
+            (false, Some(rate)) => (Some(rate), 0),
+            (false, None) => (Some(settings.verification_sample_rate), settings.full_verify_threshold),
+        };
+        VerifyOptions {
+            tolerance,
+            sample_rate,
+            full_below,
+            queries: self.queries,
+            min_overlap: self.min_overlap,
+            seed: self.seed.unwrap_or_else(random_seed),
         }
     }
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value > 0.0 && value <= 1.0 => Ok(value),
+        _ => Err(format!("'{text}' is not a fraction in (0, 1], for example 0.1")),
+    }
+}
+
+/// A seed from the standard library's per-process random keys (no RNG crate needed for one number).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 /// How results are shown.
@@ -170,6 +228,8 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
         BackendCommand::Migrate(args) => super::migrate::exec(ctx, args),
         BackendCommand::Rollback(args) => super::backups::rollback(ctx, args),
         BackendCommand::Backups(command) => super::backups::exec(ctx, command),
+        BackendCommand::StorageInfo(args) => super::stores::storage_info(ctx, args),
+        BackendCommand::Cleanup(args) => super::stores::cleanup(ctx, args),
         BackendCommand::Set {
             store,
             persona,
@@ -219,7 +279,7 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
             source,
             target,
             collections,
-            strictness,
+            checks,
             options,
             output,
         } => {
@@ -233,9 +293,10 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
             } else {
                 collections
             };
+            let verify_options = checks.options(&ctx.config.migration);
             let results = names
                 .iter()
-                .map(|name| verify::compare_collection(&source, &target, name, &strictness.options()))
+                .map(|name| verify::compare_collection(&source, &target, name, &verify_options))
                 .collect::<Result<Vec<_>>>()?;
             let ok = results.iter().all(|r| r.ok);
             if output.json {
@@ -244,16 +305,11 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
                 let mut text = String::new();
                 for r in &results {
                     text.push_str(&format!(
-                        "{}: {} vs {} records, {}{}\n",
+                        "{}: {} vs {} records, {}\n",
                         r.name,
                         r.source_count,
                         r.target_count,
-                        verification_summary(r),
-                        if r.description_matches {
-                            ""
-                        } else {
-                            "; dimension or metric differ"
-                        }
+                        verification_summary(r)
                     ));
                     for mismatch in &r.first_mismatches {
                         text.push_str(&format!("  {mismatch}\n"));
@@ -344,24 +400,48 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
 
 /// One line about a collection's verification.
 pub(crate) fn verification_summary(v: &CollectionVerification) -> String {
+    let scope = match v.sample_rate {
+        Some(rate) => format!("{} sampled records ({:.0}%, seed {})", v.compared, rate * 100.0, v.seed),
+        None => "every record".to_owned(),
+    };
+    let queries = match &v.queries {
+        Some(q) if q.skipped.is_none() => format!(
+            "; {} queries: mean top-{} overlap {:.2}, lowest {:.2}",
+            q.queries, q.k, q.mean_overlap, q.min_overlap
+        ),
+        Some(q) => format!("; queries skipped: {}", q.skipped.as_deref().unwrap_or_default()),
+        None => String::new(),
+    };
     if !v.ok {
+        let mut problems = vec![format!(
+            "{} missing, {} extra, {} different of {scope}",
+            v.missing, v.extra, v.records.different
+        )];
+        if !v.description_matches {
+            problems.push("dimension or metric differ".to_owned());
+        }
+        if v.queries.as_ref().is_some_and(|q| !q.ok) {
+            problems.push("query results disagree".to_owned());
+        }
         return format!(
-            "VERIFICATION FAILED: {} missing, {} extra, {} different ({})",
-            v.missing,
-            v.extra,
-            v.records.different,
+            "VERIFICATION FAILED: {}{queries} ({})",
+            problems.join("; "),
             v.first_mismatches.join(", ")
         );
     }
+    let ids = if v.sample_rate.is_some() {
+        "counts and ids match, "
+    } else {
+        ""
+    };
     if v.records.approximate == 0 {
-        return "verified: every record matches".to_owned();
+        return format!("verified: {ids}{scope} match{queries}");
     }
     let mut how = Vec::new();
     if v.records.inexact_vectors > 0 {
         let distance = v
-            .records
-            .min_vector_cosine
-            .map(|c| format!(", largest cosine distance {:.1e}", 1.0 - c))
+            .vector_similarity
+            .map(|s| format!(", largest cosine distance {:.1e}", 1.0 - s.min))
             .unwrap_or_default();
         how.push(format!("{} vectors not bit-exact{distance}", v.records.inexact_vectors));
     }
@@ -372,7 +452,7 @@ pub(crate) fn verification_summary(v: &CollectionVerification) -> String {
         ));
     }
     format!(
-        "verified: every record matches ({} exact; {} approximate: {})",
+        "verified: {ids}{scope} match ({} exact; {} approximate: {}){queries}",
         v.records.exact,
         v.records.approximate,
         how.join("; ")

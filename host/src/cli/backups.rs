@@ -1,4 +1,5 @@
-//! `ragged backend rollback` and `ragged backend backups list|clean`: the backups migrations take.
+//! `ragged backend rollback` and `ragged backend backups list|clean`: the backups migrations and
+//! cleanups take.
 
 use std::path::PathBuf;
 
@@ -35,14 +36,14 @@ pub(crate) struct RollbackArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BackupsCommand {
-    /// List migration runs and their backups, newest first.
+    /// List migration runs and their backups, and cleanup backups, newest first.
     #[command(after_help = "Examples:\n  ragged backend backups list\n  ragged backend backups list --json")]
     List {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Delete the backups of older runs, keeping the newest N; unfinished runs are kept.
+    /// Delete older runs and cleanup backups, keeping the newest N of each; unfinished runs are kept.
     #[command(after_help = "Examples:\n  ragged backend backups clean --keep-latest 3")]
     Clean {
         /// How many of the newest runs to keep.
@@ -107,6 +108,38 @@ pub(crate) fn rollback(ctx: &Context, args: RollbackArgs) -> Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// A backup `cleanup` took before removing collections.
+#[derive(Debug, Serialize)]
+struct CleanupBackup {
+    file: PathBuf,
+    label: String,
+    created: String,
+    bytes: u64,
+}
+
+/// Cleanup backups, newest first.
+fn cleanup_backups(ctx: &Context) -> Vec<CleanupBackup> {
+    let mut found: Vec<CleanupBackup> = std::fs::read_dir(ctx.home.join("backups"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.to_string_lossy().ends_with(".tar.zst"))
+        .filter_map(|file| {
+            let manifest = backup::read_manifest(&file).ok()?;
+            let bytes = std::fs::metadata(&file).ok()?.len();
+            Some(CleanupBackup {
+                file,
+                label: manifest.label,
+                created: manifest.created,
+                bytes,
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| b.created.cmp(&a.created));
+    found
+}
+
 /// One run in `backups list`.
 #[derive(Debug, Serialize)]
 struct RunSummary {
@@ -147,15 +180,19 @@ pub(crate) fn exec(ctx: &Context, command: BackupsCommand) -> Result<u8> {
                     }
                 })
                 .collect();
+            let cleanups = cleanup_backups(ctx);
             if json {
-                print_json(&summaries)?;
-            } else if summaries.is_empty() {
-                print_text("no migration runs\n")?;
+                print_json(&serde_json::json!({ "runs": summaries, "cleanups": cleanups }))?;
+                return Ok(EXIT_OK);
+            }
+            let mut text = String::new();
+            if summaries.is_empty() {
+                text.push_str("no migration runs\n");
             } else {
-                let mut text = format!(
+                text.push_str(&format!(
                     "{:<26} {:<12} {:>12}  {}\n",
                     "RUN", "STATE", "BACKUP", "SOURCE -> TARGET"
-                );
+                ));
                 for s in &summaries {
                     let state = serde_json::to_value(s.state)?.as_str().unwrap_or_default().to_owned();
                     text.push_str(&format!(
@@ -163,8 +200,14 @@ pub(crate) fn exec(ctx: &Context, command: BackupsCommand) -> Result<u8> {
                         s.id, state, s.backup_bytes, s.source, s.target
                     ));
                 }
-                print_text(&text)?;
             }
+            if !cleanups.is_empty() {
+                text.push_str("\ncleanup backups (restore with `ragged backend rollback --backup FILE --confirm`):\n");
+                for c in &cleanups {
+                    text.push_str(&format!("{}  {} bytes  {}\n", c.file.display(), c.bytes, c.label));
+                }
+            }
+            print_text(&text)?;
             Ok(EXIT_OK)
         }
         BackupsCommand::Clean { keep_latest } => {
@@ -179,10 +222,18 @@ pub(crate) fn exec(ctx: &Context, command: BackupsCommand) -> Result<u8> {
                 std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
                 removed += 1;
             }
-            if keep_latest == 0 && removed == 0 && runs.is_empty() {
-                bail!("no migration runs to clean");
+            let cleanups = cleanup_backups(ctx);
+            for old in cleanups.iter().skip(keep_latest) {
+                std::fs::remove_file(&old.file).with_context(|| format!("removing {}", old.file.display()))?;
+                let _ = std::fs::remove_file(backup::manifest_path(&old.file));
             }
-            status(&format!("removed {removed} run(s) and their backups"));
+            if keep_latest == 0 && removed == 0 && runs.is_empty() && cleanups.is_empty() {
+                bail!("no migration runs or cleanup backups to clean");
+            }
+            status(&format!(
+                "removed {removed} run(s) and their backups, {} cleanup backup(s)",
+                cleanups.len().saturating_sub(keep_latest)
+            ));
             Ok(EXIT_OK)
         }
     }

@@ -9,13 +9,13 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use ragged_plugin_api::{Access, ErrorCode};
 
-use super::backend::{OutputArgs, StoreOptionArgs, StrictnessArgs, verification_summary};
+use super::backend::{OutputArgs, StoreOptionArgs, VerifyArgs, verification_summary};
 use super::{EXIT_ERROR, EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK};
 use crate::context::Context;
 use crate::migrate::{self, FinishOptions, MigrateEvent, MigrateOptions, MigrateReport};
-use crate::output::{Progress, print_json, print_text, status};
+use crate::output::{Progress, confirm, human_bytes, interactive, print_json, print_text, status};
 use crate::runs::{Run, RunState};
-use crate::store::{Store, StoreError, StoreSpec, parse_options};
+use crate::store::{InStore, Store, StoreError, StoreSpec, parse_options};
 
 pub(crate) const EXAMPLES: &str = "Examples:
   ragged backend migrate chroma:./chroma_db parquet:./export
@@ -27,8 +27,9 @@ pub(crate) const EXAMPLES: &str = "Examples:
 Before writing, ragged backs up the source collections and everything the target holds (under
 ~/.ragged/runs/ID/). Each load of --checkpoint-interval records is followed by a durable
 checkpoint: after Ctrl-C, a crash or kill -9, --resume continues where it stopped. After loading,
-every record is verified; when verification fails or an error stops the run, the target is
-restored from its backup.
+the target is verified (counts and ids always; every record below migration.full_verify_threshold,
+a sample above it; see `ragged backend verify --help`). When verification fails or an error stops
+the run, the target is restored from its backup.
 
 Exit codes: 0 migrated and verified, 1 verification failed (target rolled back), 2 error,
 130 interrupted (resume with --resume).";
@@ -76,11 +77,14 @@ pub(crate) struct MigrateArgs {
     /// Verify even when migration.auto_verify is off.
     #[arg(long, conflicts_with = "no_verify")]
     verify: bool,
-    /// Skip the record-by-record comparison after loading.
+    /// Skip verification after loading.
     #[arg(long)]
     no_verify: bool,
+    /// Do not ask for confirmation (migration.require_confirmation asks on a terminal).
+    #[arg(long, short)]
+    yes: bool,
     #[command(flatten)]
-    strictness: StrictnessArgs,
+    checks: VerifyArgs,
     #[command(flatten)]
     options: StoreOptionArgs,
     #[command(flatten)]
@@ -116,13 +120,21 @@ pub(crate) fn exec(ctx: &Context, args: MigrateArgs) -> Result<u8> {
             }
             run
         }
-        None => migrate::plan(ctx, &source, &target, &options(ctx, &args))?,
+        None => {
+            let options = options(ctx, &args);
+            if !confirmed(ctx, &args, &source, &target, &options)? {
+                status("nothing was done");
+                return Ok(EXIT_FINDINGS);
+            }
+            migrate::plan(ctx, &source, &target, &options)?
+        }
     };
     let cancel = Arc::new(AtomicBool::new(false));
     install_interrupt_handler(cancel.clone());
     let finish = FinishOptions {
-        verify: (!args.no_verify).then(|| args.strictness.options()),
-        auto_rollback: !args.no_rollback,
+        verify: (args.verify || (ctx.config.migration.auto_verify && !args.no_verify))
+            .then(|| args.checks.options(&ctx.config.migration)),
+        auto_rollback: ctx.config.migration.auto_rollback && !args.no_rollback,
     };
     let report = migrate::execute(
         ctx,
@@ -169,6 +181,36 @@ impl MigrateArgs {
             run.run_dir.join("run.json").display()
         )
     }
+}
+
+/// Asks before a new migration when the configuration wants confirmation and a person is there
+/// to give it; scripts (no terminal), `--yes` and `--json` are not asked.
+fn confirmed(
+    ctx: &Context,
+    args: &MigrateArgs,
+    source: &Store,
+    target: &Store,
+    options: &MigrateOptions,
+) -> Result<bool> {
+    if args.yes || args.output.json || !ctx.config.migration.require_confirmation || !interactive() {
+        return Ok(true);
+    }
+    let names = if options.collections.is_empty() {
+        source.backend.list_collections().in_store(source, "list collections")?
+    } else {
+        options.collections.clone()
+    };
+    let backup = if options.backup {
+        "backed up first"
+    } else {
+        "NOT backed up (--no-backup)"
+    };
+    confirm(&format!(
+        "migrate {} from {} to {} (the target is {backup})?",
+        names.join(", "),
+        source.spec,
+        target.spec
+    ))
 }
 
 /// Configured options overridden by the command line's.
@@ -239,7 +281,7 @@ fn dry_run(ctx: &Context, args: &MigrateArgs) -> Result<u8> {
         Err(error) => return Err(error),
     };
     let options = options(ctx, args);
-    let verify_options = args.strictness.options();
+    let tolerance = args.checks.options(&ctx.config.migration).tolerance;
     let report = migrate::dry_run(
         ctx,
         &source,
@@ -247,7 +289,7 @@ fn dry_run(ctx: &Context, args: &MigrateArgs) -> Result<u8> {
         &target_spec,
         &target_options,
         &options,
-        &verify_options,
+        &tolerance,
     )?;
     if args.output.json {
         print_json(&report)?;
@@ -289,21 +331,6 @@ fn dry_run(ctx: &Context, args: &MigrateArgs) -> Result<u8> {
         print_text(&text)?;
     }
     Ok(if report.ok { EXIT_OK } else { EXIT_FINDINGS })
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// The run `--resume` continues: the one `checkpoint` names, or the newest unfinished run
@@ -390,14 +417,17 @@ fn progress_printer(quiet: bool) -> migrate::ProgressFn {
     Arc::new(move |event| {
         let Ok(mut slot) = current.lock() else { return };
         match event {
-            MigrateEvent::CollectionStarted { name, records, done } => {
-                let mut progress = Progress::new(&name, records, quiet);
-                progress.advance(done);
-                *slot = Some(progress);
+            MigrateEvent::CollectionStarted {
+                name,
+                records,
+                done,
+                batch_size,
+            } => {
+                *slot = Some(Progress::new(&name, records, done, batch_size, quiet));
             }
             MigrateEvent::Batch { records } => {
                 if let Some(progress) = slot.as_mut() {
-                    progress.advance(records);
+                    progress.batch(records);
                 }
             }
             MigrateEvent::CollectionLoaded => {
@@ -407,7 +437,7 @@ fn progress_printer(quiet: bool) -> migrate::ProgressFn {
             }
             MigrateEvent::Verifying { name } => {
                 if !quiet {
-                    status(&format!("{name}: verifying every record"));
+                    status(&format!("{name}: verifying"));
                 }
             }
         }

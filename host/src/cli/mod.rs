@@ -4,6 +4,7 @@ mod backend;
 mod backups;
 mod migrate;
 mod plugin;
+mod stores;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
