@@ -9,6 +9,8 @@
 //! - [`store`]: store specs (`BACKEND:LOCATION`) and an opened store.
 //! - [`migrate`], [`verify`], [`cleanup`]: the engines; they see only the safe `Backend` trait.
 //! - [`backup`], [`runs`]: backup archives, and migration runs (checkpoints) on disk.
+//! - [`benchmark`], [`select`], [`platform`]: measuring stores on the same records, recommending one
+//!   from measured sizes and speed, and what this machine is and which plugins work on it.
 //! - [`conformance`]: the checks `ragged plugin test` runs against any plugin.
 //! - [`corpus`]: deterministic synthetic collections for demos, tests and benchmarks.
 //! - [`records`]: reading canonical batches on the host side (digests, comparisons).
@@ -16,6 +18,7 @@
 //! - [`output`]: the one place that prints.
 
 pub mod backup;
+pub mod benchmark;
 pub mod cleanup;
 pub mod cli;
 pub mod config;
@@ -24,9 +27,11 @@ pub mod context;
 pub mod corpus;
 pub mod migrate;
 pub mod output;
+pub mod platform;
 pub mod plugin_manager;
 pub mod records;
 pub mod runs;
+pub mod select;
 pub mod store;
 pub mod tree;
 pub mod verify;

@@ -1,8 +1,9 @@
 //! Checking that two stores hold the same collections.
 //!
 //! Every verification compares the descriptions (dimension, metric), the counts and the id sets.
-//! Record content is compared either in full, every record through an order-independent content
-//! digest, or on a seeded random sample whose records are fetched from both stores. Optionally,
+//! Record content is compared either in full, every record through order-independent content
+//! digests (summed per bucket of ids, so agreeing stores are compared in constant memory), or on a
+//! seeded random sample whose records are fetched from both stores. Optionally,
 //! sampled vectors are queried in both stores and the top-k results compared.
 //!
 //! Ids, documents, metadata keys, strings, integers and booleans must match exactly. Vectors and
@@ -19,6 +20,7 @@ use ragged_plugin_api::arrow::batch_to_records;
 use ragged_plugin_api::{Capabilities, ErrorCode, ExtractRequest, Record};
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::records::{RecordDigest, collect_records, cosine_similarity, read_stream, record_digest};
 use crate::store::{InStore, Store};
@@ -416,8 +418,64 @@ pub fn compare_collection(
     })
 }
 
-/// Every record through its digest; only records whose digests differ are fetched again, to tell
-/// approximate from different.
+/// Records are hashed by id into this many buckets, each summarised by an order-independent sum
+/// of its records' digests, so two stores are compared in constant memory when they agree.
+const BUCKETS: usize = 4096;
+
+/// The order-independent summary of the records in one bucket: their number and the lane-wise
+/// wrapping sum of their digests (a sum, unlike a XOR, does not cancel duplicates).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct BucketSum {
+    count: u64,
+    sum: [u64; 4],
+}
+
+impl BucketSum {
+    fn add(&mut self, digest: &[u8; 32]) {
+        self.count += 1;
+        for (lane, bytes) in self.sum.iter_mut().zip(digest.chunks_exact(8)) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(bytes);
+            *lane = lane.wrapping_add(u64::from_le_bytes(word));
+        }
+    }
+}
+
+/// The bucket of an id: the same in every store and every run.
+fn bucket_of(id: &str) -> usize {
+    let digest = Sha256::digest(id.as_bytes());
+    usize::from(u16::from_le_bytes([digest[0], digest[1]])) % BUCKETS
+}
+
+/// One pass over a store: the summary of every bucket under `digest`.
+fn bucket_sums(
+    store: &Store,
+    name: &str,
+    dimension: u32,
+    digest: impl Fn(&Record) -> [u8; 32],
+) -> Result<Vec<BucketSum>> {
+    let mut sums = vec![BucketSum::default(); BUCKETS];
+    for_each_record(store, name, dimension, |record| {
+        sums[bucket_of(&record.id)].add(&digest(&record));
+    })?;
+    Ok(sums)
+}
+
+/// Which buckets differ between two stores, and how many records the equal buckets hold.
+fn differing_buckets(source: &[BucketSum], target: &[BucketSum]) -> (Vec<bool>, u64) {
+    let differing: Vec<bool> = source.iter().zip(target).map(|(a, b)| a != b).collect();
+    let equal_records = source
+        .iter()
+        .zip(&differing)
+        .filter(|(_, differs)| !**differs)
+        .map(|(sum, _)| sum.count)
+        .sum();
+    (differing, equal_records)
+}
+
+/// Every record through its digest. Buckets whose sums agree are identical; only the records of
+/// buckets that differ are held in memory and compared by id, and only records whose digests
+/// differ are fetched again, to tell approximate from different.
 fn compare_digests(
     source: &Store,
     target: &Store,
@@ -426,19 +484,37 @@ fn compare_digests(
     tolerance: &Tolerance,
     findings: &mut Findings,
 ) -> Result<()> {
+    let full = |record: &Record| record_digest(record).full;
+    let (differing, identical) = differing_buckets(
+        &bucket_sums(source, name, dimension, full)?,
+        &bucket_sums(target, name, dimension, full)?,
+    );
+    findings.compared += identical;
+    findings.records.exact += identical;
+    findings.similarities.add_identical(identical);
+    if !differing.contains(&true) {
+        return Ok(());
+    }
     let mut digests: HashMap<String, RecordDigest> = HashMap::new();
     for_each_record(source, name, dimension, |record| {
-        digests.insert(record.id.clone(), record_digest(&record));
+        if differing[bucket_of(&record.id)] {
+            digests.insert(record.id.clone(), record_digest(&record));
+        }
     })?;
     let mut mismatched = Vec::new();
     let mut identical = 0u64;
-    for_each_record(target, name, dimension, |record| match digests.remove(&record.id) {
-        None => {
-            findings.extra += 1;
-            findings.note("extra", &record.id);
+    for_each_record(target, name, dimension, |record| {
+        if !differing[bucket_of(&record.id)] {
+            return;
         }
-        Some(expected) if expected.full == record_digest(&record).full => identical += 1,
-        Some(_) => mismatched.push(record.id),
+        match digests.remove(&record.id) {
+            None => {
+                findings.extra += 1;
+                findings.note("extra", &record.id);
+            }
+            Some(expected) if expected.full == record_digest(&record).full => identical += 1,
+            Some(_) => mismatched.push(record.id),
+        }
     })?;
     findings.note_missing(digests.into_keys().collect());
     findings.compared += identical;
@@ -460,14 +536,25 @@ fn compare_digests(
     Ok(())
 }
 
-/// The id sets of both stores: which ids are missing from the target and which are extra.
+/// The id sets of both stores: which ids are missing from the target and which are extra. Like
+/// [`compare_digests`], only the ids of buckets whose sums differ are held in memory.
 fn compare_ids(source: &Store, target: &Store, name: &str, findings: &mut Findings) -> Result<()> {
+    let id_digest = |record: &Record| -> [u8; 32] { Sha256::digest(record.id.as_bytes()).into() };
+    let (differing, _) = differing_buckets(
+        &bucket_sums(source, name, 0, id_digest)?,
+        &bucket_sums(target, name, 0, id_digest)?,
+    );
+    if !differing.contains(&true) {
+        return Ok(());
+    }
     let mut ids = HashSet::new();
     for_each_record(source, name, 0, |record| {
-        ids.insert(record.id);
+        if differing[bucket_of(&record.id)] {
+            ids.insert(record.id);
+        }
     })?;
     for_each_record(target, name, 0, |record| {
-        if !ids.remove(&record.id) {
+        if differing[bucket_of(&record.id)] && !ids.remove(&record.id) {
             findings.extra += 1;
             findings.note("extra", &record.id);
         }
@@ -707,6 +794,26 @@ mod tests {
         // 41 values: rank ceil(2.05) = 3, past the measured ones, so an identical vector.
         s.add_identical(20);
         assert_eq!(s.stats().expect("measured").p95, 1.0);
+    }
+
+    #[test]
+    fn bucket_sums_ignore_order_but_not_duplicates_or_changes() {
+        let digests: Vec<[u8; 32]> = (0u8..5).map(|i| Sha256::digest([i]).into()).collect();
+        let sum = |order: &[usize]| {
+            let mut bucket = BucketSum::default();
+            for &i in order {
+                bucket.add(&digests[i]);
+            }
+            bucket
+        };
+        assert_eq!(sum(&[0, 1, 2, 3]), sum(&[3, 1, 0, 2]));
+        assert_ne!(sum(&[0, 1, 2, 3]), sum(&[0, 1, 2, 4]));
+        // A XOR would let two copies of a record cancel out; a sum and a count do not.
+        assert_ne!(sum(&[0, 1]), sum(&[0, 1, 2, 2]));
+        let (differing, equal) = differing_buckets(&[sum(&[0, 1]), sum(&[2])], &[sum(&[1, 0]), sum(&[3])]);
+        assert_eq!((differing, equal), (vec![false, true], 2));
+        assert_eq!(bucket_of("doc-00000001"), bucket_of("doc-00000001"));
+        assert!(bucket_of("doc-00000001") < BUCKETS);
     }
 
     #[test]

@@ -232,11 +232,18 @@ impl TestEnv {
         self.path("home/plugins")
     }
 
+    /// The temporary directory `ragged` uses in this environment (scratch stores go there).
+    pub fn temp_dir(&self) -> PathBuf {
+        self.path("tmp")
+    }
+
     /// A `ragged` command in this environment.
     pub fn command(&self) -> Command {
+        std::fs::create_dir_all(self.temp_dir()).unwrap();
         let mut command = Command::new(&artifacts().host);
         command
             .env("RAGGED_HOME", self.path("home"))
+            .env("TMPDIR", self.temp_dir())
             .env("RAGGED_PLUGIN_PATH", staged_plugin_dir().join("installed"))
             .env_remove("RAGGED_LOG")
             .current_dir(self.dir.path());

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod abi_compat;
+mod choose;
 mod config;
 mod migrate;
 mod panics;

@@ -74,6 +74,21 @@ pub(crate) enum BackendCommand {
     /// Remove collections from a store (after a migration), backing the store up first.
     #[command(after_help = super::stores::CLEANUP_EXAMPLES)]
     Cleanup(super::stores::CleanupArgs),
+    /// Measure stores on the same records: ingest, query latency and QPS, recall@10, storage.
+    #[command(after_help = super::choose::BENCHMARK_EXAMPLES)]
+    Benchmark(super::choose::BenchmarkArgs),
+    /// Compare the bytes two stores need for the same data (estimating a bare backend name).
+    #[command(after_help = super::choose::COMPARE_EXAMPLES)]
+    CompareStorage(super::choose::CompareStorageArgs),
+    /// Show this machine (OS, CPU, memory, free disk) and which plugins work on it.
+    #[command(after_help = super::choose::PLATFORM_EXAMPLES)]
+    Platform {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Recommend a store for your data, from measured sizes and speed, with the command to switch.
+    #[command(after_help = super::choose::RECOMMEND_EXAMPLES)]
+    Recommend(super::choose::RecommendArgs),
     /// List a store's collections with their dimension, metric and count.
     #[command(
         after_help = "Examples:\n  ragged backend collections chroma:./chroma_db\n  ragged backend collections parquet:./export --json"
@@ -230,6 +245,10 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
         BackendCommand::Backups(command) => super::backups::exec(ctx, command),
         BackendCommand::StorageInfo(args) => super::stores::storage_info(ctx, args),
         BackendCommand::Cleanup(args) => super::stores::cleanup(ctx, args),
+        BackendCommand::Benchmark(args) => super::choose::benchmark(ctx, args),
+        BackendCommand::CompareStorage(args) => super::choose::compare_storage(ctx, args),
+        BackendCommand::Platform { output } => super::choose::platform(ctx, output),
+        BackendCommand::Recommend(args) => super::choose::recommend(ctx, args),
         BackendCommand::Set {
             store,
             persona,
@@ -400,9 +419,12 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
 
 /// One line about a collection's verification.
 pub(crate) fn verification_summary(v: &CollectionVerification) -> String {
-    let scope = match v.sample_rate {
-        Some(rate) => format!("{} sampled records ({:.0}%, seed {})", v.compared, rate * 100.0, v.seed),
-        None => "every record".to_owned(),
+    let (scope, verb) = match v.sample_rate {
+        Some(rate) => (
+            format!("{} sampled records ({:.0}%, seed {})", v.compared, rate * 100.0, v.seed),
+            "match",
+        ),
+        None => ("every record".to_owned(), "matches"),
     };
     let queries = match &v.queries {
         Some(q) if q.skipped.is_none() => format!(
@@ -435,7 +457,7 @@ pub(crate) fn verification_summary(v: &CollectionVerification) -> String {
         ""
     };
     if v.records.approximate == 0 {
-        return format!("verified: {ids}{scope} match{queries}");
+        return format!("verified: {ids}{scope} {verb}{queries}");
     }
     let mut how = Vec::new();
     if v.records.inexact_vectors > 0 {
@@ -452,7 +474,7 @@ pub(crate) fn verification_summary(v: &CollectionVerification) -> String {
         ));
     }
     format!(
-        "verified: {ids}{scope} match ({} exact; {} approximate: {}){queries}",
+        "verified: {ids}{scope} {verb} ({} exact; {} approximate: {}){queries}",
         v.records.exact,
         v.records.approximate,
         how.join("; ")

@@ -2,6 +2,7 @@
 
 mod backend;
 mod backups;
+mod choose;
 mod migrate;
 mod plugin;
 mod stores;
@@ -65,6 +66,9 @@ enum Command {
     /// List, install, create and test store plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Query a collection: the nearest records to a stored record's vector.
+    #[command(after_help = choose::QUERY_EXAMPLES)]
+    Query(choose::QueryArgs),
 }
 
 /// Runs a parsed command line.
@@ -73,6 +77,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let code = match cli.command {
         Command::Backend(command) => backend::exec(&ctx, command)?,
         Command::Plugin(command) => plugin::exec(&ctx, command)?,
+        Command::Query(args) => choose::query(&ctx, args)?,
     };
     Ok(ExitCode::from(code))
 }
