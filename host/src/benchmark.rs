@@ -58,8 +58,9 @@ pub struct BackendResult {
     pub ingest_records_per_second: f64,
     /// Wall time of the load.
     pub ingest_seconds: f64,
-    /// The process's peak resident memory during the load (Linux only).
-    pub ingest_peak_rss_bytes: Option<u64>,
+    /// How far the process's resident memory rose above its level before the load, at its peak
+    /// during the load (Linux only; earlier backends' libraries are not counted).
+    pub ingest_memory_bytes: Option<u64>,
     /// One query at a time.
     pub query: Option<Latency>,
     /// Batches of [`BATCH`] concurrent queries; latencies are per batch.
@@ -147,7 +148,7 @@ pub fn run_backend(ctx: &Context, backend: &str, workload: &Workload, truth: &[V
         .map(|chunk| records_to_batch(chunk, workload.dimension))
         .collect::<Result<Vec<_>, _>>()?;
     let stream = BatchStream::from_batches(canonical_schema(workload.dimension), batches);
-    reset_peak_rss();
+    let before = reset_peak_rss();
     let started = Instant::now();
     store
         .backend
@@ -164,7 +165,9 @@ pub fn run_backend(ctx: &Context, backend: &str, workload: &Workload, truth: &[V
         backend: backend.to_owned(),
         ingest_records_per_second: workload.records.len() as f64 / ingest_seconds.max(1e-9),
         ingest_seconds,
-        ingest_peak_rss_bytes: peak_rss(),
+        ingest_memory_bytes: before
+            .zip(rss_field("VmHWM:"))
+            .map(|(before, peak)| peak.saturating_sub(before)),
         query: None,
         batch_query: None,
         recall_at_10: None,
@@ -220,16 +223,17 @@ pub fn run_backend(ctx: &Context, backend: &str, workload: &Workload, truth: &[V
     Ok(result)
 }
 
-/// Starts a new peak-memory measurement (Linux: writing 5 to clear_refs resets VmHWM).
-fn reset_peak_rss() {
-    #[cfg(target_os = "linux")]
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// Starts a new peak-memory measurement and returns the resident memory now (Linux: writing 5
+/// to clear_refs resets the high-water mark VmHWM to the current VmRSS).
+fn reset_peak_rss() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    rss_field("VmRSS:")
 }
 
-/// The process's peak resident memory since the last reset, where the platform tells.
-fn peak_rss() -> Option<u64> {
+/// A memory field of /proc/self/status, in bytes, where the platform has one.
+fn rss_field(name: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(name))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

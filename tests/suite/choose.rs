@@ -45,7 +45,7 @@ fn a_small_benchmark_runs_on_every_installed_store_plugin() {
         assert!(recall >= 0.9, "{backend}: recall@10 {recall}");
         assert!(result["storage_bytes"].as_u64().unwrap() > 0, "{result:#}");
         if cfg!(target_os = "linux") {
-            assert!(result["ingest_peak_rss_bytes"].as_u64().unwrap() > 0, "{result:#}");
+            assert!(result["ingest_memory_bytes"].as_u64().is_some(), "{result:#}");
         }
     }
     let svg = std::fs::read_to_string(&plot).unwrap();

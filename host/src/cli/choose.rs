@@ -23,7 +23,8 @@ pub(crate) const BENCHMARK_EXAMPLES: &str = "Examples:
 
 Every backend gets the same records (a deterministic clustered corpus, or the first --corpus-size
 records of --dataset) in a fresh store in a temporary directory, removed afterwards. Recall@10 is
-measured against exact brute-force neighbours. Peak memory is the process's (Linux).";
+measured against exact brute-force neighbours. INGEST MEM is how far the process's resident
+memory rose during the load (Linux).";
 
 pub(crate) const COMPARE_EXAMPLES: &str = "Examples:
   ragged backend compare-storage chroma:./chroma_db lance:./lancedb
@@ -217,7 +218,7 @@ fn benchmark_table(workload: &Workload, results: &[BackendResult], failures: &[(
         "{:<10} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>10} {:>11}\n",
         "BACKEND",
         "INGEST r/s",
-        "PEAK RSS",
+        "INGEST MEM",
         "p50 ms",
         "p95 ms",
         "p99 ms",
@@ -233,7 +234,7 @@ fn benchmark_table(workload: &Workload, results: &[BackendResult], failures: &[(
             "{:<10} {:>11.0} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>10} {:>11}\n",
             r.backend,
             r.ingest_records_per_second,
-            r.ingest_peak_rss_bytes.map_or_else(|| "-".to_owned(), human_bytes),
+            r.ingest_memory_bytes.map_or_else(|| "-".to_owned(), human_bytes),
             ms(r.query.map(|q| q.p50_ms)),
             ms(r.query.map(|q| q.p95_ms)),
             ms(r.query.map(|q| q.p99_ms)),
@@ -346,7 +347,7 @@ pub(crate) fn compare_storage(ctx: &Context, args: CompareStorageArgs) -> Result
         let per = |bytes: u64| human_bytes(bytes / records.max(1));
         print_text(&format!(
             "storage of {records} records\n{:<40} {:>11} ({} per record)\n{:<40} {:>11} ({} per record{})\n{}\n",
-            first.spec,
+            first.spec.to_string(),
             human_bytes(first_bytes),
             per(first_bytes),
             second_label,
