@@ -3,11 +3,12 @@
 //! query speed on a sample of that data, and a recommendation with its reasons.
 
 use anyhow::{Result, bail};
-use ragged_plugin_api::{Capabilities, ErrorCode};
+use ragged_plugin_api::{Capabilities, CollectionInfo, ErrorCode, Record};
 use serde::Serialize;
 
 use crate::benchmark::{self, Workload, exact_neighbours};
 use crate::context::Context;
+use crate::output::human_bytes;
 use crate::platform::Platform;
 use crate::records::collect_records;
 use crate::store::{InStore, Store};
@@ -105,15 +106,15 @@ pub fn recommend(situation: &Situation) -> Result<Recommendation> {
             if fitting.is_empty() {
                 reasons.push(format!(
                     "no installed store fits the {} limit; the smallest is shown",
-                    human(limit)
+                    human_bytes(limit)
                 ));
                 smallest(&all)
             } else if current.bytes <= limit && situation.prefer.is_none() {
                 reasons.push(format!(
                     "{} fits the {} limit ({})",
                     current.backend,
-                    human(limit),
-                    human(current.bytes)
+                    human_bytes(limit),
+                    human_bytes(current.bytes)
                 ));
                 Some(current.clone())
             } else {
@@ -121,8 +122,8 @@ pub fn recommend(situation: &Situation) -> Result<Recommendation> {
                     reasons.push(format!(
                         "{} needs {}, over the {} limit",
                         current.backend,
-                        human(current.bytes),
-                        human(limit)
+                        human_bytes(current.bytes),
+                        human_bytes(limit)
                     ));
                 }
                 match situation.prefer {
@@ -160,7 +161,7 @@ pub fn recommend(situation: &Situation) -> Result<Recommendation> {
         reasons.push(format!(
             "switching to {} would save {} ({:.0}%)",
             alternative.backend,
-            human(current.bytes.saturating_sub(alternative.bytes)),
+            human_bytes(current.bytes.saturating_sub(alternative.bytes)),
             100.0 * (1.0 - alternative.bytes as f64 / current.bytes.max(1) as f64)
         ));
     }
@@ -185,23 +186,30 @@ pub fn recommend(situation: &Situation) -> Result<Recommendation> {
     })
 }
 
-/// Measures the user's data: its size in `store`, and for every other usable plugin that can
-/// write, the size a sample scales up to; query speed on a sample in each.
-pub fn measure(ctx: &Context, store: &Store, platform: &Platform, spec: &str) -> Result<Situation> {
-    let names = store.backend.list_collections().in_store(store, "list collections")?;
-    if names.is_empty() {
-        bail!("{} holds no collection to measure", store.spec);
-    }
-    let mut records = 0;
-    let mut current_bytes = 0;
-    let mut samples = Vec::new();
-    for name in &names {
+/// A store's collections: their records and bytes, and a sample of each to write elsewhere.
+pub struct StoreSample {
+    /// Records in all the collections.
+    pub records: u64,
+    /// Bytes they occupy, as the plugin measures them.
+    pub bytes: u64,
+    /// Each collection's description and up to [`SAMPLE_RECORDS`] of its records.
+    pub samples: Vec<(CollectionInfo, Vec<Record>)>,
+}
+
+/// Counts, measures and samples the collections `names` of `store`.
+pub fn sample_store(store: &Store, names: &[String]) -> Result<StoreSample> {
+    let mut sampled = StoreSample {
+        records: 0,
+        bytes: 0,
+        samples: Vec::new(),
+    };
+    for name in names {
         let info = store
             .backend
             .describe(name)
             .in_store(store, &format!("describe '{name}'"))?;
-        records += info.count;
-        current_bytes += store
+        sampled.records += info.count;
+        sampled.bytes += store
             .backend
             .storage(name)
             .in_store(store, &format!("measure '{name}'"))?
@@ -216,8 +224,23 @@ pub fn measure(ctx: &Context, store: &Store, platform: &Platform, spec: &str) ->
             }
             Err(error) => return Err(error).in_store(store, &format!("sample '{name}'")),
         };
-        samples.push((info, sample));
+        sampled.samples.push((info, sample));
     }
+    Ok(sampled)
+}
+
+/// Measures the user's data: its size in `store`, and for every other usable plugin that can
+/// write, the size a sample scales up to; query speed on a sample in each.
+pub fn measure(ctx: &Context, store: &Store, platform: &Platform, spec: &str) -> Result<Situation> {
+    let names = store.backend.list_collections().in_store(store, "list collections")?;
+    if names.is_empty() {
+        bail!("{} holds no collection to measure", store.spec);
+    }
+    let StoreSample {
+        records,
+        bytes: current_bytes,
+        samples,
+    } = sample_store(store, &names)?;
     // Speed is compared on the largest collection's sample, querying with its own vectors.
     let Some((largest_info, largest)) = samples
         .iter()
@@ -277,11 +300,7 @@ pub fn measure(ctx: &Context, store: &Store, platform: &Platform, spec: &str) ->
 
 /// The bytes `samples` scale up to in a `backend` store: each collection's sample is written
 /// through the plugin and its measured bytes per record multiplied by the collection's count.
-pub fn estimate_bytes(
-    ctx: &Context,
-    backend: &str,
-    samples: &[(ragged_plugin_api::CollectionInfo, Vec<ragged_plugin_api::Record>)],
-) -> Option<u64> {
+pub fn estimate_bytes(ctx: &Context, backend: &str, samples: &[(CollectionInfo, Vec<Record>)]) -> Option<u64> {
     let mut total = 0.0;
     for (info, sample) in samples {
         if sample.is_empty() {
@@ -298,10 +317,6 @@ pub fn estimate_bytes(
         total += result.bytes_per_record? * info.count as f64;
     }
     Some(total.round() as u64)
-}
-
-fn human(bytes: u64) -> String {
-    crate::output::human_bytes(bytes)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `ragged backend ...`: migrate, verify, collections, generate.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use ragged_plugin_api::arrow::canonical_schema;
 use ragged_plugin_api::{Access, BatchStream, CollectionInfo, DistanceMetric, LoadMode, LoadRequest};
@@ -161,6 +161,19 @@ pub(crate) fn open_store(ctx: &Context, name: &str, cli_options: &[String], acce
     let (spec, mut options) = ctx.config.resolve_store(name)?;
     options.extend(parse_options(cli_options)?);
     Store::open(ctx, &spec, &options, access)
+}
+
+/// The store named on the command line, or the configured default store; `flag` names the
+/// argument in the error when neither is there.
+pub(crate) fn store_or_default(ctx: &Context, store: Option<String>, flag: &str) -> Result<String> {
+    match store {
+        Some(store) => Ok(store),
+        None => Ok(ctx
+            .config
+            .current_store(None)
+            .with_context(|| format!("no {flag} given and no default store set (`ragged backend set STORE --global`)"))?
+            .0),
+    }
 }
 
 /// What a verification compares and how strictly.

@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use ragged_plugin_api::{Access, DistanceMetric};
 
-use super::backend::{OutputArgs, open_store};
+use super::backend::{OutputArgs, open_store, store_or_default};
 use super::{EXIT_ERROR, EXIT_OK};
 use crate::benchmark::{self, BackendResult, Workload, exact_neighbours};
 use crate::context::Context;
@@ -292,28 +292,11 @@ fn dataset_workload(ctx: &Context, dataset: &str, collection: Option<&str>, args
 pub(crate) fn compare_storage(ctx: &Context, args: CompareStorageArgs) -> Result<u8> {
     let first = open_store(ctx, &args.first, &[], Access::ReadOnly)?;
     let names = first.backend.list_collections().in_store(&first, "list collections")?;
-    let mut samples = Vec::new();
-    let mut first_bytes = 0;
-    let mut records = 0;
-    for name in &names {
-        let info = first
-            .backend
-            .describe(name)
-            .in_store(&first, &format!("describe '{name}'"))?;
-        records += info.count;
-        first_bytes += first
-            .backend
-            .storage(name)
-            .in_store(&first, &format!("measure '{name}'"))?
-            .total_bytes;
-        let sample = collect_records(
-            first
-                .backend
-                .sample(name, select::SAMPLE_RECORDS, 1)
-                .in_store(&first, &format!("sample '{name}'"))?,
-        )?;
-        samples.push((info, sample));
-    }
+    let select::StoreSample {
+        records,
+        bytes: first_bytes,
+        samples,
+    } = select::sample_store(&first, &names)?;
     let is_store = args.second.contains(':') || ctx.config.stores.contains_key(&args.second);
     let (second_label, second_bytes, estimated) = if is_store {
         let second = open_store(ctx, &args.second, &[], Access::ReadOnly)?;
@@ -417,15 +400,7 @@ pub(crate) fn platform(ctx: &Context, output: OutputArgs) -> Result<u8> {
 }
 
 pub(crate) fn recommend(ctx: &Context, args: RecommendArgs) -> Result<u8> {
-    let spec = match args.store {
-        Some(store) => store,
-        None => {
-            ctx.config
-                .current_store(None)
-                .context("no --store given and no default store set (`ragged backend set STORE --global`)")?
-                .0
-        }
-    };
+    let spec = store_or_default(ctx, args.store, "--store")?;
     let store = open_store(ctx, &spec, &[], Access::ReadOnly)?;
     let found = platform::detect(ctx);
     if !args.output.quiet && !args.output.json {
@@ -475,15 +450,7 @@ pub(crate) fn recommend(ctx: &Context, args: RecommendArgs) -> Result<u8> {
 }
 
 pub(crate) fn query(ctx: &Context, args: QueryArgs) -> Result<u8> {
-    let spec = match args.store {
-        Some(store) => store,
-        None => {
-            ctx.config
-                .current_store(None)
-                .context("no --store given and no default store set")?
-                .0
-        }
-    };
+    let spec = store_or_default(ctx, args.store, "--store")?;
     let store = open_store(ctx, &spec, &[], Access::ReadOnly)?;
     let collection = match args.collection {
         Some(name) => name,

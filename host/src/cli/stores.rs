@@ -1,12 +1,12 @@
 //! `ragged backend storage-info` and `ragged backend cleanup`: what a store occupies, and removing
 //! collections from it.
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Args;
 use ragged_plugin_api::{Access, ErrorCode, StorageReport};
 use serde::Serialize;
 
-use super::backend::{OutputArgs, open_store};
+use super::backend::{OutputArgs, open_store, store_or_default};
 use super::{EXIT_FINDINGS, EXIT_OK};
 use crate::cleanup;
 use crate::context::Context;
@@ -77,15 +77,7 @@ struct CollectionStorage {
 }
 
 pub(crate) fn storage_info(ctx: &Context, args: StorageInfoArgs) -> Result<u8> {
-    let name = match args.store {
-        Some(store) => store,
-        None => {
-            ctx.config
-                .current_store(None)
-                .context("no store given and no default store set (`ragged backend set STORE --global`)")?
-                .0
-        }
-    };
+    let name = store_or_default(ctx, args.store, "store")?;
     let store = open_store(ctx, &name, &args.options, Access::ReadOnly)?;
     let names = if args.collections.is_empty() {
         store.backend.list_collections().in_store(&store, "list collections")?
