@@ -67,6 +67,13 @@ pub trait Backend: Send + Sync {
         let _ = collection;
         Err(PluginError::unsupported("drop_collection"))
     }
+
+    /// Removes the records with these ids and returns how many existed; ids that do not exist are
+    /// ignored. When it returns, the removal is durable. Added in interface 1.1.
+    fn delete(&self, collection: &str, ids: &[String]) -> Result<u64, PluginError> {
+        let _ = (collection, ids);
+        Err(PluginError::unsupported("delete"))
+    }
 }
 
 /// The entry point of a plugin: what it can do and how to open a store. Export it with

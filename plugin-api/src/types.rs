@@ -90,14 +90,17 @@ impl Capabilities {
     pub const STORES_VECTORS: Capabilities = Capabilities(1 << 4);
     /// Needs an embedding model to recompute vectors (for example LEANN's compact indexes).
     pub const NEEDS_EMBEDDER: Capabilities = Capabilities(1 << 5);
+    /// Removes records by id (interface 1.1).
+    pub const DELETE: Capabilities = Capabilities(1 << 6);
 
-    const NAMED: [(Capabilities, &'static str); 6] = [
+    const NAMED: [(Capabilities, &'static str); 7] = [
         (Capabilities::READ, "read"),
         (Capabilities::WRITE, "write"),
         (Capabilities::UPSERT, "upsert"),
         (Capabilities::QUERY, "query"),
         (Capabilities::STORES_VECTORS, "stores_vectors"),
         (Capabilities::NEEDS_EMBEDDER, "needs_embedder"),
+        (Capabilities::DELETE, "delete"),
     ];
 
     /// No capability at all.

@@ -14,7 +14,7 @@ fn interface_copy(version: &str, dest: &Path) {
     let manifest = std::fs::read_to_string(source.join("Cargo.toml")).unwrap();
     // The copy is its own workspace: pin the dependencies the original inherits.
     let manifest = manifest
-        .replace("version = \"1.0.0\"", &format!("version = \"{version}\""))
+        .replace("version = \"1.1.0\"", &format!("version = \"{version}\""))
         .replace("edition.workspace = true", "edition = \"2024\"")
         .replace("rust-version.workspace = true", "")
         .replace("license.workspace = true", "")
@@ -86,7 +86,7 @@ fn a_plugin_built_against_interface_2_is_refused_everywhere() {
         &env.path("dist").display().to_string(),
     ])
     .code(2)
-    .stderr_has("built against plugin interface 2.0.0, but this ragged implements interface 1.0.0")
+    .stderr_has("built against plugin interface 2.0.0, but this ragged implements interface 1.1.0")
     .stderr_has("rebuild the plugin against ragged-plugin-api 1.x");
 
     // A plugin directory that lies about its interface is caught when the library is loaded.
@@ -112,7 +112,7 @@ fn a_plugin_built_against_interface_2_is_refused_everywhere() {
     assert_eq!(future["status"]["status"], "invalid", "{future}");
     let reason = future["status"]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("plugin interface 2.0.0") && reason.contains("1.0.0"),
+        reason.contains("plugin interface 2.0.0") && reason.contains("1.1.0"),
         "{reason}"
     );
 

@@ -49,7 +49,7 @@ fn version_names_host_and_interface() {
     TestEnv::new()
         .ragged(&["--version"])
         .ok()
-        .stdout_has("(plugin interface 1.0.0)");
+        .stdout_has("(plugin interface 1.1.0)");
 }
 
 #[test]
@@ -67,7 +67,7 @@ fn built_plugins_are_listed_valid_with_capabilities() {
     assert!(capabilities.iter().any(|c| c == "write"), "{parquet}");
     env.ragged(&["plugin", "info", "parquet"])
         .ok()
-        .stdout_has("interface: 1.0.0");
+        .stdout_has("interface: 1.1.0");
 }
 
 #[test]

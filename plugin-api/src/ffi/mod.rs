@@ -100,6 +100,11 @@ pub trait FfiStore: Send + Sync {
     // Methods added in later 1.x versions go below this line, each with a default body.
     #[sabi(last_prefix_field)]
     fn drop_collection(&self, collection: RStr<'_>) -> RResult<(), FfiError>;
+    /// 1.1. A 1.0 plugin's vtable ends before this entry, so the host gets this default body.
+    fn delete(&self, collection: RStr<'_>, ids: RVec<RString>) -> RResult<u64, FfiError> {
+        let _ = (collection, ids);
+        RResult::RErr(PluginError::unsupported("delete").into())
+    }
 }
 
 /// The boxed trait object a plugin hands to the host.
@@ -201,6 +206,13 @@ impl<B: Backend> FfiStore for ExportedStore<B> {
 
     fn drop_collection(&self, collection: RStr<'_>) -> RResult<(), FfiError> {
         guard("drop_collection", || self.0.drop_collection(collection.as_str()))
+    }
+
+    fn delete(&self, collection: RStr<'_>, ids: RVec<RString>) -> RResult<u64, FfiError> {
+        guard("delete", || {
+            let ids: Vec<String> = ids.into_iter().map(String::from).collect();
+            self.0.delete(collection.as_str(), &ids)
+        })
     }
 }
 
@@ -392,6 +404,11 @@ impl Backend for ForeignStore {
 
     fn drop_collection(&self, collection: &str) -> Result<(), PluginError> {
         reply(self.inner.drop_collection(collection.into()))
+    }
+
+    fn delete(&self, collection: &str, ids: &[String]) -> Result<u64, PluginError> {
+        let ids: RVec<RString> = ids.iter().map(|id| RString::from(id.as_str())).collect();
+        reply(self.inner.delete(collection.into(), ids))
     }
 }
 
