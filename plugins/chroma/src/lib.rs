@@ -7,8 +7,8 @@
 //! - [`hnsw`] and [`pickle`]: the persisted HNSW files and the id-to-label map;
 //! - [`wal`]: the write-ahead log's encoding (chroma's own JSON number rules);
 //! - [`read`]: a collection exactly as `collection.get()` returns it, streamed in batches;
-//! - [`write`]: new stores and collections, records appended to the log for chroma to index,
-//!   dropped collections;
+//! - [`write`]: new stores and collections, records appended to (or deleted through) the log for
+//!   chroma to index, dropped collections;
 //! - [`value`]: typed metadata values.
 //!
 //! The design and its limits are described in `docs/backends/chroma.md`.
@@ -275,6 +275,11 @@ impl Backend for ChromaStore {
         self.writable()?;
         write::drop_collection(&self.root, collection)
     }
+
+    fn delete(&self, collection: &str, ids: &[String]) -> Result<u64, PluginError> {
+        self.writable()?;
+        write::delete(&self.root, collection, ids)
+    }
 }
 
 impl Plugin for ChromaStore {
@@ -282,7 +287,8 @@ impl Plugin for ChromaStore {
         .union(Capabilities::WRITE)
         .union(Capabilities::UPSERT)
         .union(Capabilities::QUERY)
-        .union(Capabilities::STORES_VECTORS);
+        .union(Capabilities::STORES_VECTORS)
+        .union(Capabilities::DELETE);
 
     fn open(request: &OpenRequest) -> Result<Self, PluginError> {
         if let Some(key) = request.options.keys().next() {

@@ -1,5 +1,5 @@
-//! Writing: new persistent directories, new collections, records appended to chroma's
-//! write-ahead log, and dropped collections.
+//! Writing: new persistent directories, new collections, records appended to (and deleted
+//! through) chroma's write-ahead log, and dropped collections.
 //!
 //! Records are written only as `embeddings_queue` rows; the next chromadb process applies them to
 //! its sqlite metadata tables and builds the HNSW files itself on the first `count`, `get` or
@@ -254,6 +254,36 @@ fn space_config(metric: DistanceMetric) -> String {
     format!(r#"{{"vector_index":{{"hnsw":{{"space":"{}"}}}}}}"#, metric.as_str())
 }
 
+/// Appends one row to the log; `seq_id` is explicit, see [`last_seq`].
+const INSERT_LOG_ROW: &str = "INSERT INTO embeddings_queue (seq_id, operation, topic, id, vector, encoding, metadata) \
+                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+/// The highest sequence number in use: chroma silently ignores log rows at or below a segment's
+/// `max_seq_id`, and purged log rows leave only that trace.
+fn last_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT max(coalesce((SELECT max(seq_id) FROM embeddings_queue), 0), \
+                coalesce((SELECT max(seq_id) FROM max_seq_id), 0))",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Appends a `Delete` row as chroma's own `collection.delete` logs it: no vector, no metadata.
+fn append_delete(insert: &mut rusqlite::CachedStatement<'_>, seq: i64, topic: &str, id: &str) -> rusqlite::Result<()> {
+    insert
+        .execute(params![
+            seq,
+            Operation::Delete.code(),
+            topic,
+            id,
+            Option::<Vec<u8>>::None,
+            Option::<String>::None,
+            Option::<String>::None
+        ])
+        .map(drop)
+}
+
 /// Writes a stream of records into a collection (created when the mode allows).
 pub fn load(
     root: &Path,
@@ -340,35 +370,13 @@ pub fn load(
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| PluginError::invalid_input(format!("collection '{name}': {e}")))?;
         let tx = conn.unchecked_transaction().map_err(err)?;
-        let mut seq: i64 = tx
-            .query_row(
-                "SELECT max(coalesce((SELECT max(seq_id) FROM embeddings_queue), 0), \
-                        coalesce((SELECT max(seq_id) FROM max_seq_id), 0))",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
+        let mut seq = last_seq(&tx).map_err(err)?;
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO embeddings_queue (seq_id, operation, topic, id, vector, encoding, metadata) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(err)?;
+            let mut insert = tx.prepare_cached(INSERT_LOG_ROW).map_err(err)?;
             for record in &encoded {
                 if !seen.insert(record.id.clone()) {
                     seq += 1;
-                    insert
-                        .execute(params![
-                            seq,
-                            Operation::Delete.code(),
-                            topic,
-                            record.id,
-                            Option::<Vec<u8>>::None,
-                            Option::<String>::None,
-                            Option::<String>::None
-                        ])
-                        .map_err(err)?;
+                    append_delete(&mut insert, seq, &topic, &record.id).map_err(err)?;
                 }
                 seq += 1;
                 insert
@@ -390,6 +398,43 @@ pub fn load(
     Ok(LoadSummary {
         records_written: written,
     })
+}
+
+/// Deletes records by id as chroma's own `collection.delete(ids)` does: a `Delete` log row per id
+/// that exists (each counted once), all in one sqlite transaction, so a failure writes none of
+/// them. Like `load`'s rows, the next chromadb process applies them itself (metadata and full-text
+/// rows, HNSW index and id map, `max_seq_id`, log purge); until then the reader replays them.
+pub fn delete(root: &Path, name: &str, ids: &[String]) -> Result<u64, PluginError> {
+    let db = sqlite::db_path(root);
+    check_chroma_not_running(&db)?;
+    let mut conn = sqlite::open_read_write(root)?;
+    let err = |e| sql_error(&db, e);
+    // IMMEDIATE: the write lock is taken before the records are looked up.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let collection = layout::read_catalog(&tx, &db)?
+        .into_iter()
+        .find(|c| c.ragged_name() == name)
+        .ok_or_else(|| PluginError::not_found(format!("{}: no collection '{name}'", root.display())))?;
+    let plan = Plan::build(&tx, root, &collection)?;
+    let mut present: HashSet<&str> = plan.ids().collect();
+    // Only existing ids get a row: chroma would skip the others, and the log stays small.
+    let doomed: Vec<&str> = ids.iter().map(String::as_str).filter(|id| present.remove(id)).collect();
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    let topic = topic(&collection.id);
+    let mut seq = last_seq(&tx).map_err(err)?;
+    {
+        let mut insert = tx.prepare_cached(INSERT_LOG_ROW).map_err(err)?;
+        for id in &doomed {
+            seq += 1;
+            append_delete(&mut insert, seq, &topic, id).map_err(err)?;
+        }
+    }
+    tx.commit().map_err(err)?;
+    Ok(doomed.len() as u64)
 }
 
 fn create_collection(

@@ -1301,6 +1301,371 @@ fn chromadb_opens_a_ragged_store_after_a_drop() {
 }
 
 // ------------------------------------------------------------------------------------------------
+// 5. Deleting records
+
+fn ids(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn fetched(store: &dyn Backend, name: &str, wanted: &[String]) -> Vec<Record> {
+    store
+        .fetch(name, wanted)
+        .expect("fetches")
+        .into_reader()
+        .expect("reader")
+        .flat_map(|b| batch_to_records(&b.expect("batch")).expect("records"))
+        .collect()
+}
+
+#[test]
+fn deleted_records_disappear_from_every_read() {
+    // Pure Rust: no chromadb needed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let written = ragged_store(
+        &root,
+        &[
+            ("docs", 60, 4, DistanceMetric::L2),
+            ("ten1/db1/docs", 10, 4, DistanceMetric::Ip),
+        ],
+    );
+    let store = open(&root, Access::ReadWrite).expect("opens");
+    // Duplicates count once, unknown ids are ignored.
+    let doomed = ids(&["docs-3", "docs-10", "docs-10", "nope", "docs-59"]);
+    assert_eq!(store.delete("docs", &doomed).expect("deletes"), 3);
+    let gone = |r: &Record| ["docs-3", "docs-10", "docs-59"].contains(&r.id.as_str());
+    let kept: Vec<Record> = written["docs"].iter().filter(|r| !gone(r)).cloned().collect();
+    assert_eq!(
+        sorted_metadata(extract(store.as_ref(), "docs", 7).expect("extracts")),
+        sorted_metadata(kept.clone())
+    );
+    assert_eq!(store.count("docs").expect("counts"), 57);
+    assert_eq!(store.describe("docs").expect("describes").count, 57);
+    assert_eq!(store.storage("docs").expect("storage").records, 57);
+    assert_eq!(
+        sorted_metadata(fetched(store.as_ref(), "docs", &ids(&["docs-3", "docs-4", "docs-59"]))),
+        sorted_metadata(vec![written["docs"][4].clone()])
+    );
+    let sampled = store.sample("docs", 100, 7).expect("samples");
+    let sampled: Vec<Record> = sampled
+        .into_reader()
+        .expect("reader")
+        .flat_map(|b| batch_to_records(&b.expect("batch")).expect("records"))
+        .collect();
+    assert_eq!(sampled.len(), 57);
+    assert!(!sampled.iter().any(gone));
+    // A deleted record's own vector now finds every other record, never the deleted one.
+    let hits = store
+        .query("docs", &written["docs"][10].embedding, 100)
+        .expect("queries");
+    assert_eq!(hits.len(), 57);
+    assert!(
+        !hits
+            .iter()
+            .any(|h| ["docs-3", "docs-10", "docs-59"].contains(&h.id.as_str()))
+    );
+    let hits = store.query("docs", &written["docs"][11].embedding, 1).expect("queries");
+    assert_eq!(hits[0].id, "docs-11");
+    // Deleting again finds nothing; other tenants' collections of the same name are untouched.
+    assert_eq!(store.delete("docs", &doomed).expect("deletes"), 0);
+    assert_eq!(store.delete("docs", &[]).expect("deletes"), 0);
+    assert_eq!(
+        sorted_metadata(extract(store.as_ref(), "ten1/db1/docs", 100).expect("extracts")),
+        sorted_metadata(written["ten1/db1/docs"].clone())
+    );
+    // A missing collection is not found, whatever the ids.
+    for name in ["nope", "ten1/db1/nope", "ten1/docs"] {
+        let error = store.delete(name, &ids(&["docs-1"])).expect_err("missing");
+        assert_eq!(error.code, ErrorCode::NotFound, "{error}");
+        assert!(error.message.contains(&format!("no collection '{name}'")), "{error}");
+    }
+    assert_eq!(store.count("docs").expect("counts"), 57);
+}
+
+#[test]
+fn deleting_is_refused_read_only() {
+    // Pure Rust: no chromadb needed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    ragged_store(&root, &[("docs", 20, 4, DistanceMetric::Cosine)]);
+    let before = snapshot(&root);
+    let store = open(&root, Access::ReadOnly).expect("opens");
+    for name in ["docs", "nope"] {
+        let error = store.delete(name, &ids(&["docs-1", "docs-2"])).expect_err("read-only");
+        assert_eq!(error.code, ErrorCode::ReadOnly, "{error}");
+    }
+    drop(store);
+    assert!(snapshot(&root) == before, "a refused delete changed the directory");
+    let store = open(&root, Access::ReadOnly).expect("opens");
+    assert_eq!(store.count("docs").expect("counts"), 20);
+}
+
+#[test]
+fn a_deleted_id_can_be_loaded_again() {
+    // Pure Rust: no chromadb needed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let written = ragged_store(&root, &[("docs", 30, 4, DistanceMetric::Cosine)]);
+    let store = open(&root, Access::ReadWrite).expect("opens");
+    assert_eq!(store.delete("docs", &ids(&["docs-5", "docs-6"])).expect("deletes"), 2);
+    let mut back = written["docs"][5].clone();
+    back.document = Some("back again".into());
+    back.embedding[0] += 0.5;
+    store
+        .load(
+            &load_request("docs", 4, DistanceMetric::Cosine, LoadMode::Append),
+            stream_of(std::slice::from_ref(&back), 4),
+        )
+        .expect("re-adds");
+    let got = extract(store.as_ref(), "docs", 100).expect("extracts");
+    assert_eq!(got.len(), 29);
+    // Re-added records go to the end, as chroma orders them; the old version is gone.
+    let last = got.last().expect("records");
+    assert_eq!(
+        (last.id.as_str(), last.document.as_deref()),
+        ("docs-5", Some("back again"))
+    );
+    assert_eq!(got.iter().filter(|r| r.id == "docs-5").count(), 1);
+    assert!(!got.iter().any(|r| r.id == "docs-6"));
+    assert_eq!(
+        store.query("docs", &back.embedding, 1).expect("queries")[0].id,
+        "docs-5"
+    );
+    // And it can be deleted again.
+    assert_eq!(store.delete("docs", &ids(&["docs-5"])).expect("deletes"), 1);
+    assert_eq!(store.count("docs").expect("counts"), 28);
+}
+
+#[test]
+fn deleting_every_record_leaves_an_empty_collection() {
+    // Pure Rust: no chromadb needed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let written = ragged_store(&root, &[("docs", 25, 4, DistanceMetric::Ip)]);
+    let store = open(&root, Access::ReadWrite).expect("opens");
+    let all: Vec<String> = written["docs"].iter().map(|r| r.id.clone()).collect();
+    assert_eq!(store.delete("docs", &all).expect("deletes"), 25);
+    assert_eq!(store.list_collections().expect("lists"), vec!["docs".to_owned()]);
+    let info = store.describe("docs").expect("describes");
+    assert_eq!((info.count, info.dimension, info.metric), (0, 4, DistanceMetric::Ip));
+    assert_eq!(extract(store.as_ref(), "docs", 10).expect("extracts"), vec![]);
+    assert_eq!(store.query("docs", &[1.0, 0.0, 0.0, 0.0], 5).expect("queries"), vec![]);
+    assert_eq!(store.delete("docs", &all).expect("deletes"), 0);
+    // Still a collection: it takes records again.
+    store
+        .load(
+            &load_request("docs", 4, DistanceMetric::Ip, LoadMode::Append),
+            stream_of(&written["docs"][..3], 4),
+        )
+        .expect("loads");
+    assert_eq!(
+        sorted_metadata(extract(store.as_ref(), "docs", 10).expect("extracts")),
+        sorted_metadata(written["docs"][..3].to_vec())
+    );
+}
+
+#[test]
+fn a_delete_that_fails_midway_changes_nothing() {
+    // Pure Rust: a trigger refuses the log row of the second id, after the first was written.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let written = ragged_store(&root, &[("docs", 20, 4, DistanceMetric::L2)]);
+    {
+        let conn = rusqlite::Connection::open(root.join("chroma.sqlite3")).expect("opens");
+        conn.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON embeddings_queue WHEN NEW.id = 'docs-7' \
+             BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+        )
+        .expect("trigger");
+    }
+    let before = table_rows(&root);
+    let store = open(&root, Access::ReadWrite).expect("opens");
+    let error = store
+        .delete("docs", &ids(&["docs-1", "docs-7", "docs-9"]))
+        .expect_err("trigger");
+    assert!(error.message.contains("refused by test"), "{error}");
+    assert!(table_rows(&root) == before, "a failed delete left part of its changes");
+    assert!(!root.join("chroma.sqlite3-journal").exists());
+    assert_eq!(
+        sorted_metadata(extract(store.as_ref(), "docs", 100).expect("extracts")),
+        sorted_metadata(written["docs"].clone())
+    );
+}
+
+/// Asks chromadb, in a fresh process, for `count`, `get(ids=…)` and the neighbours of vectors.
+fn probe_deletions(python: &Path, root: &Path, dir: &Path, spec: &Value) -> Value {
+    let spec_path = dir.join("delete-spec.json");
+    std::fs::write(&spec_path, spec.to_string()).expect("write");
+    let probe_path = dir.join("delete-probe.json");
+    tool(
+        python,
+        &[
+            "probe",
+            root.to_str().expect("utf-8"),
+            spec_path.to_str().expect("utf-8"),
+            probe_path.to_str().expect("utf-8"),
+        ],
+    );
+    read_json(&probe_path)["collections"].clone()
+}
+
+#[test]
+fn chromadb_does_not_see_what_ragged_deleted() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("written");
+    let root_text = root.to_str().expect("utf-8");
+    let plans: [(&str, usize, usize, DistanceMetric); 3] = [
+        ("small", 200, 8, DistanceMetric::L2),
+        ("big", 1300, 8, DistanceMetric::Cosine),
+        ("emptied", 30, 4, DistanceMetric::Ip),
+    ];
+    let mut expected = ragged_store(&root, &plans);
+    let metric = |name: &str| plans.iter().find(|p| p.0 == name).expect("planned").3;
+    // chromadb indexes everything once, so `big` has HNSW files before the delete: the deletions
+    // must then reach its persisted index, not only records still in the log.
+    tool(
+        &python,
+        &[
+            "dump",
+            root_text,
+            dir.path().join("first.json").to_str().expect("utf-8"),
+        ],
+    );
+    let big_segment = {
+        let store = open(&root, Access::ReadOnly).expect("opens");
+        let info = store.describe("big").expect("describes");
+        root.join(info.extras["vector_segment"].as_str().expect("segment"))
+    };
+    assert!(
+        big_segment.join("index_metadata.pickle").is_file(),
+        "chromadb did not index big"
+    );
+
+    let doomed: BTreeMap<&str, Vec<String>> = [
+        ("small", (0..200).step_by(9).map(|i| format!("small-{i}")).collect()),
+        ("big", (0..1300).step_by(13).map(|i| format!("big-{i}")).collect()),
+        ("emptied", (0..30).map(|i| format!("emptied-{i}")).collect()),
+    ]
+    .into_iter()
+    .collect();
+    let mut vectors: BTreeMap<&str, Vec<Vec<f32>>> = BTreeMap::new();
+    {
+        let store = open(&root, Access::ReadWrite).expect("opens");
+        for (name, gone) in &doomed {
+            let mut asked = gone.clone();
+            asked.push("never-there".into());
+            assert_eq!(
+                store.delete(name, &asked).expect("deletes"),
+                gone.len() as u64,
+                "{name}"
+            );
+            assert_eq!(store.delete(name, gone).expect("deletes"), 0, "{name}");
+            let records = expected.get_mut(*name).expect("planned");
+            vectors.insert(
+                name,
+                records
+                    .iter()
+                    .filter(|r| gone.contains(&r.id))
+                    .map(|r| r.embedding.clone())
+                    .collect(),
+            );
+            records.retain(|r| !gone.contains(&r.id));
+        }
+        // One deleted id of `small` comes back, with a new document: it goes to the end.
+        let mut back = make_records("small", 1, 8, 5).remove(0);
+        back.id = "small-9".into();
+        back.document = Some("needle back again".into());
+        store
+            .load(
+                &load_request("small", 8, DistanceMetric::L2, LoadMode::Append),
+                stream_of(std::slice::from_ref(&back), 8),
+            )
+            .expect("re-adds");
+        expected.get_mut("small").expect("planned").push(back);
+    }
+
+    let spec: serde_json::Map<String, Value> = doomed
+        .iter()
+        .map(|(name, gone)| {
+            let records = &expected[*name];
+            let mut asks = json!({"get_ids": gone, "query_ids": []});
+            if !records.is_empty() {
+                asks["query_ids"] = json!([records[0].id, records[records.len() - 1].id]);
+                asks["query_vectors"] = json!(vectors[name]);
+                asks["n_results"] = json!(records.len().min(250));
+            }
+            ((*name).to_owned(), asks)
+        })
+        .collect();
+    let probe = probe_deletions(&python, &root, dir.path(), &Value::Object(spec));
+    for (name, gone) in &doomed {
+        let answer = &probe[*name];
+        let records = &expected[*name];
+        assert_eq!(answer["count"], json!(records.len()), "{name}: count");
+        let back: Vec<&str> = if *name == "small" { vec!["small-9"] } else { vec![] };
+        assert_eq!(answer["got_ids"], json!(back), "{name}: get of deleted ids");
+        for (id, nearest) in answer["nearest"].as_object().expect("nearest") {
+            assert_eq!(nearest, &json!(id), "{name}: nearest neighbour of {id}");
+        }
+        for neighbours in answer["neighbours"].as_array().into_iter().flatten() {
+            let neighbours = neighbours.as_array().expect("ids");
+            assert_eq!(neighbours.len(), records.len().min(250), "{name}: query result size");
+            for id in neighbours {
+                let id = id.as_str().expect("id");
+                assert!(
+                    !gone.contains(&id.to_owned()) || back.contains(&id),
+                    "{name}: query returned deleted {id}"
+                );
+            }
+        }
+    }
+    let dump_path = dir.path().join("dump.json");
+    tool(&python, &["dump", root_text, dump_path.to_str().expect("utf-8")]);
+    let dump = read_json(&dump_path);
+    for (name, records) in &expected {
+        let want: Vec<Value> = records.iter().map(|r| expected_from_chroma(r, metric(name))).collect();
+        assert_eq!(
+            dump["collections"][name]["records"].as_array().expect("records"),
+            &want,
+            "{name}"
+        );
+        assert_eq!(dump["collections"][name]["count"], json!(records.len()), "{name}");
+    }
+    let store = open(&root, Access::ReadOnly).expect("opens");
+    assert_same_as_dump(store.as_ref(), &dump);
+    drop(store);
+
+    // The other way round: chromadb deletes records of a store it has indexed, and ragged reads
+    // the directory exactly as chromadb left it (a copy, before any other chroma process opens it).
+    let theirs: Vec<String> = expected["big"].iter().step_by(7).map(|r| r.id.clone()).collect();
+    let mut args = vec!["delete-ids", root_text, "big"];
+    args.extend(theirs.iter().map(String::as_str));
+    tool(&python, &args);
+    tool(&python, &["delete-ids", root_text, "small", "small-9", "small-1"]);
+    let copy = dir.path().join("copy");
+    copy_dir(&root, &copy);
+    // chromadb persists its HNSW files only every 1000 operations, so its pickle still maps the
+    // ids it deleted: only its tables and log say they are gone.
+    let pickled = ragged_plugin_chroma::pickle::read_id_to_label(
+        &copy
+            .join(big_segment.file_name().expect("segment"))
+            .join("index_metadata.pickle"),
+    )
+    .expect("pickle");
+    assert!(pickled.contains_key(&theirs[0]) && pickled.contains_key(&doomed["big"][0]));
+    let store = open(&copy, Access::ReadOnly).expect("opens");
+    let big = extract(store.as_ref(), "big", 500).expect("extracts");
+    assert_eq!(big.len(), expected["big"].len() - theirs.len());
+    assert!(!big.iter().any(|r| theirs.contains(&r.id)));
+    let small = extract(store.as_ref(), "small", 500).expect("extracts");
+    assert!(!small.iter().any(|r| r.id == "small-9" || r.id == "small-1"));
+    assert_eq!(small.len(), expected["small"].len() - 2);
+    tool(&python, &["dump", root_text, dump_path.to_str().expect("utf-8")]);
+    assert_same_as_dump(store.as_ref(), &read_json(&dump_path));
+}
+
+// ------------------------------------------------------------------------------------------------
 // Measurement (run by hand): how long chromadb's first open of a ragged-written store takes.
 // `RAGGED_CHROMA_MEASURE=20000x384 cargo test -p ragged-plugin-chroma --test interop -- --ignored --nocapture`
 

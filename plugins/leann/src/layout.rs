@@ -26,7 +26,7 @@ pub(crate) const CLI_BASE: &str = "documents";
 const BUILD_DIR: &str = "ragged-build";
 const COMMIT_MARKER: &str = "COMMIT";
 pub(crate) const STAGING_DIR: &str = "ragged-staging";
-/// Held (with an OS file lock) by a load or drop, so two writers never rebuild at once.
+/// Held (with an OS file lock) by a load, delete or drop, so two writers never rebuild at once.
 pub(crate) const LOCK_FILE: &str = "ragged-write.lock";
 
 /// An exclusive lock on a collection directory, released when dropped (or when the process dies).

@@ -20,7 +20,7 @@
 //! - `index_file`: faiss's `IndexHNSWFlat` binary in LEANN's three shapes;
 //! - `hnsw`: building (with the neighbour-selection heuristic) and searching the graph;
 //! - `staging`: the durable staging area of a load;
-//! - `read` and `write`: the operations.
+//! - `read` and `write`: the operations (`write` also deletes, by rebuilding).
 //!
 //! See `docs/backends/leann.md` for the format mapping and its guarantees.
 
@@ -201,7 +201,8 @@ impl Plugin for LeannStore {
         .union(Capabilities::WRITE)
         .union(Capabilities::UPSERT)
         .union(Capabilities::QUERY)
-        .union(Capabilities::STORES_VECTORS);
+        .union(Capabilities::STORES_VECTORS)
+        .union(Capabilities::DELETE);
 
     fn open(request: &OpenRequest) -> Result<LeannStore, PluginError> {
         let settings = parse_options(request)?;
@@ -316,6 +317,12 @@ impl Backend for LeannStore {
             }
             layout::sync_dir(&paths.dir)
         }
+    }
+
+    fn delete(&self, collection: &str, ids: &[String]) -> Result<u64, PluginError> {
+        self.writable("delete")?;
+        self.forget(collection);
+        write::delete(&self.root, &self.settings, collection, ids)
     }
 }
 

@@ -83,7 +83,8 @@ impl Staging {
         Staging::batches_in(&self.dir)
     }
 
-    fn batches_in(dir: &Path) -> Result<Vec<PathBuf>, PluginError> {
+    /// The staged batch files in `dir`, without opening the staging area.
+    pub fn batches_in(dir: &Path) -> Result<Vec<PathBuf>, PluginError> {
         let mut batches = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| PluginError::io(dir, &e))? {
             let path = entry.map_err(|e| PluginError::io(dir, &e))?.path();

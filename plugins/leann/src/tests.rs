@@ -491,3 +491,218 @@ fn an_empty_collection_is_an_index_with_no_nodes() {
     .expect("appends");
     assert_eq!(store.count("empty").expect("count"), 3);
 }
+
+/// Each passage line of a collection's passages file, keyed by its id, exactly as stored.
+fn passage_lines(dir: &Path, name: &str) -> Vec<(String, String)> {
+    let path = dir.join(format!(".leann/indexes/{name}/documents.leann.passages.jsonl"));
+    fs::read_to_string(path)
+        .expect("passages")
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("json line");
+            (value["id"].as_str().expect("id").to_owned(), line.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn delete_removes_records_from_every_read_and_keeps_the_rest_exactly() {
+    for metric in [DistanceMetric::L2, DistanceMetric::Ip, DistanceMetric::Cosine] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path(), Access::ReadWrite, &[]);
+        let mut input = records(200, 8, 7);
+        input[1].document = None;
+        input[2].metadata = None;
+        let mut collection = info("c", 8, metric);
+        collection.embedding_model = Some("BAAI/bge-small-en-v1.5".into());
+        collection.metadata.insert("topic".into(), serde_json::json!("x"));
+        load(&*store, &collection, LoadMode::Create, &input).expect("loads");
+        let before = extract(&*store, "c");
+        let lines_before = passage_lines(dir.path(), "c");
+        let described_before = store.describe("c").expect("describes");
+
+        let gone: Vec<String> = input.iter().step_by(3).map(|r| r.id.clone()).collect();
+        let mut asked = gone.clone();
+        asked.extend(["nope".to_owned(), gone[0].clone()]);
+        // Options for new indexes do not change the collection's parameters or model.
+        let deleter = open(dir.path(), Access::ReadWrite, &[("m", "8"), ("model", "/abs/other")]);
+        assert_eq!(
+            deleter.delete("c", &asked).expect("deletes"),
+            gone.len() as u64,
+            "{metric}"
+        );
+        let is_gone = |id: &str| gone.iter().any(|g| g == id);
+        let kept: Vec<Record> = before.iter().filter(|r| !is_gone(&r.id)).cloned().collect();
+        assert_eq!(store.count("c").expect("count"), kept.len() as u64);
+        assert_eq!(bits(&extract(&*store, "c")), bits(&kept), "{metric}");
+        let lines_kept: Vec<_> = lines_before.into_iter().filter(|(id, _)| !is_gone(id)).collect();
+        assert_eq!(
+            passage_lines(dir.path(), "c"),
+            lines_kept,
+            "{metric}: passage lines are copied as they were"
+        );
+        let described = store.describe("c").expect("describes");
+        assert_eq!(
+            (
+                described.embedding_model,
+                described.metadata,
+                described.index_params,
+                described.extras
+            ),
+            (
+                described_before.embedding_model,
+                described_before.metadata,
+                described_before.index_params,
+                described_before.extras
+            )
+        );
+        assert!(collect(store.fetch("c", &gone).expect("fetches")).is_empty());
+        let some_kept = [kept[5].id.clone(), gone[1].clone(), kept[0].id.clone()];
+        assert_eq!(
+            bits(&collect(store.fetch("c", &some_kept).expect("fetches"))),
+            bits(&[kept[5].clone(), kept[0].clone()])
+        );
+        for record in &kept {
+            let hits = store.query("c", &record.embedding, 10).expect("queries");
+            // The true nearest remaining record (itself, except under ip where longer vectors win).
+            let best = kept
+                .iter()
+                .min_by(|a, b| {
+                    let da = metric.distance(&record.embedding, &a.embedding);
+                    da.total_cmp(&metric.distance(&record.embedding, &b.embedding))
+                })
+                .expect("records");
+            assert_eq!(hits[0].id, best.id, "{metric}: the rebuilt graph finds every record");
+            assert!(hits.iter().all(|h| !is_gone(&h.id)), "{metric}: {hits:?}");
+        }
+        for record in input.iter().filter(|r| is_gone(&r.id)) {
+            let hits = store.query("c", &record.embedding, 10).expect("queries");
+            assert_eq!(hits.len(), 10);
+            assert!(hits.iter().all(|h| !is_gone(&h.id)), "{metric}: {hits:?}");
+        }
+    }
+}
+
+#[test]
+fn deleting_again_finds_nothing_and_loading_re_adds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), Access::ReadWrite, &[]);
+    let collection = info("c", 4, DistanceMetric::L2);
+    let input = records(50, 4, 1);
+    load(&*store, &collection, LoadMode::Create, &input).expect("loads");
+    let gone = vec![input[10].id.clone(), input[20].id.clone()];
+    assert_eq!(store.delete("c", &gone).expect("deletes"), 2);
+    let index = dir.path().join(".leann/indexes/c/documents.index");
+    let unchanged = fs::read(&index).expect("index");
+    assert_eq!(store.delete("c", &gone).expect("deletes again"), 0);
+    assert_eq!(store.delete("c", &[]).expect("deletes nothing"), 0);
+    assert_eq!(
+        fs::read(&index).expect("index"),
+        unchanged,
+        "deleting nothing rewrites nothing"
+    );
+    assert_eq!(store.count("c").expect("count"), 48);
+    // Loading a deleted id adds it again, at the end.
+    load(&*store, &collection, LoadMode::Append, &input[20..21]).expect("appends");
+    let all = extract(&*store, "c");
+    assert_eq!(all.len(), 49);
+    assert_eq!(bits(&all[48..]), bits(&input[20..21]));
+    assert_eq!(
+        store.query("c", &input[20].embedding, 1).expect("queries")[0].id,
+        input[20].id
+    );
+    assert!(collect(store.fetch("c", &gone[..1]).expect("fetches")).is_empty());
+}
+
+#[test]
+fn deleting_every_record_leaves_an_empty_collection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), Access::ReadWrite, &[]);
+    let collection = info("c", 4, DistanceMetric::Cosine);
+    let input = records(30, 4, 2);
+    load(&*store, &collection, LoadMode::Create, &input).expect("loads");
+    let ids: Vec<String> = input.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(store.delete("c", &ids).expect("deletes"), 30);
+    assert_eq!(store.list_collections().expect("lists"), ["c"]);
+    assert_eq!(store.count("c").expect("count"), 0);
+    assert!(extract(&*store, "c").is_empty());
+    assert!(store.query("c", &input[0].embedding, 3).expect("queries").is_empty());
+    load(&*store, &collection, LoadMode::Append, &input).expect("loads again");
+    assert_eq!(bits(&extract(&*store, "c")), bits(&input));
+}
+
+#[test]
+fn delete_refusals_change_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), Access::ReadWrite, &[]);
+    let collection = info("c", 4, DistanceMetric::L2);
+    let input = records(20, 4, 1);
+    load(&*store, &collection, LoadMode::Create, &input).expect("loads");
+    let some = vec![input[0].id.clone()];
+    let reader = open(dir.path(), Access::ReadOnly, &[]);
+    assert_eq!(reader.delete("c", &some).expect_err("ro").code, ErrorCode::ReadOnly);
+    assert_eq!(
+        store.delete("nope", &some).expect_err("missing").code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(store.count("c").expect("count"), 20);
+
+    // An interrupted load's staged batches would bring deleted records back.
+    let paths = IndexPaths::cli(dir.path(), "c").expect("paths");
+    let staging = staging::Staging::open(
+        paths.staging_dir(),
+        staging::StagingInfo {
+            dimension: 4,
+            metric: DistanceMetric::L2,
+        },
+    )
+    .expect("staging");
+    staging.append(&input[..1], 4).expect("stages");
+    let error = store.delete("c", &some).expect_err("staged");
+    assert_eq!(error.code, ErrorCode::InvalidInput);
+    assert!(error.message.contains("interrupted load"), "{}", error.message);
+    staging.remove().expect("removes");
+
+    // A flat-layout index (LEANN's Python API) is read but not written.
+    for file in fs::read_dir(&paths.dir).expect("dir") {
+        let name = file.expect("entry").file_name().into_string().expect("utf-8");
+        if let Some(rest) = name.strip_prefix("documents.") {
+            fs::copy(paths.dir.join(&name), dir.path().join(format!("flat.{rest}"))).expect("copies");
+        }
+    }
+    assert_eq!(store.count("flat").expect("reads the flat index"), 20);
+    let error = store.delete("flat", &some).expect_err("flat");
+    assert_eq!(error.code, ErrorCode::Unsupported);
+    assert!(
+        error.message.contains("writes only LEANN's CLI layout"),
+        "{}",
+        error.message
+    );
+    assert_eq!(store.count("flat").expect("count"), 20);
+
+    // A rebuild that fails half way (here at a passage line gone missing) leaves the files as
+    // they were.
+    let passages = paths.dir.join(paths.passages_name());
+    let text = fs::read_to_string(&passages).expect("passages");
+    let last_line = text.trim_end_matches('\n').rfind('\n').expect("lines") + 1;
+    fs::write(&passages, &text[..last_line]).expect("truncates");
+    let files = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| {
+                let e = e.expect("entry");
+                let name = e.file_name().to_string_lossy().into_owned();
+                match e.path().is_dir() {
+                    true => (format!("{name}/"), Vec::new()),
+                    false => (name, fs::read(e.path()).expect("reads")),
+                }
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = files(&paths.dir);
+    let error = store.delete("c", &some).expect_err("half way");
+    assert_eq!(error.code, ErrorCode::Corrupt, "{}", error.message);
+    assert_eq!(files(&paths.dir), before);
+}

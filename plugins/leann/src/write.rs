@@ -1,12 +1,13 @@
 //! Loading records: staging each batch durably, then building the whole index (graph, passages,
-//! offsets, ids, meta) once the stream ends, and committing it (see `layout`).
+//! offsets, ids, meta) once the stream ends, and committing it (see `layout`). Deleting records
+//! rebuilds the index the same way, from the records that remain.
 //!
 //! Writes are keyed on the id: the final index holds, in order of first appearance, the latest
 //! version of every id among the records already in the index, the batches an interrupted load
 //! left staged, and this load's batches. Memory holds the vectors, the ids and where each latest
 //! version is; documents and metadata are copied from the files when the passages are written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -100,7 +101,17 @@ pub(crate) fn load(
     };
     let result = session
         .receive(batches)
-        .and_then(|()| build(&paths, settings, wanted, existing.as_ref(), &staging));
+        .and_then(|()| staging.batches())
+        .and_then(|batch_files| {
+            build(
+                &paths,
+                settings,
+                wanted,
+                existing.as_ref(),
+                &HashSet::new(),
+                &batch_files,
+            )
+        });
     let (received, created) = (session.received, session.created);
     match result {
         Ok(()) => {
@@ -128,20 +139,90 @@ pub(crate) fn load(
     }
 }
 
-/// Refuses the load when the collection's existence does not suit the mode, or when it is in the
-/// flat layout, which ragged does not write.
-fn check_mode(root: &Path, request: &LoadRequest, found: Option<&IndexPaths>) -> Result<(), PluginError> {
-    let name = &request.collection.name;
-    if let Some(found) = found
-        && !found.cli
-    {
+/// Removes the records with `ids` from the collection `name` under `root` and returns how many
+/// there were. The remaining records are rebuilt into a new index (graph included) and committed
+/// like a load's, so a failed delete leaves the previous index as it was.
+pub(crate) fn delete(root: &Path, settings: &Settings, name: &str, ids: &[String]) -> Result<u64, PluginError> {
+    let not_found = || {
+        PluginError::not_found(format!(
+            "no collection '{name}' in the leann store at {}",
+            root.display()
+        ))
+    };
+    let found = IndexPaths::find(root, name)?.ok_or_else(not_found)?;
+    check_layout(name, &found)?;
+    let _lock = layout::lock(&found.dir)?;
+    layout::recover(&found)?;
+    // Found again under the lock: another writer may have dropped it meanwhile.
+    let index = OpenIndex::open(IndexPaths::find(root, name)?.ok_or_else(not_found)?)?;
+    if index.check_vectors().is_err() {
         return Err(PluginError::new(
             ErrorCode::Unsupported,
             format!(
-                "collection '{name}' is a LEANN index at {}, outside .leann/indexes; the leann plugin writes only LEANN's CLI layout",
-                found.meta().display()
+                "collection '{name}' is a {} LEANN index without vectors; deleting from it means rebuilding its graph from vectors recomputed with its embedding model, which this version of the leann plugin cannot run",
+                index.meta.shape()
             ),
         ));
+    }
+    // The next load would replay staged batches, bringing deleted records back.
+    let staging = index.paths.staging_dir();
+    if layout::exists(&staging)? && !Staging::batches_in(&staging)?.is_empty() {
+        return Err(PluginError::invalid_input(format!(
+            "collection '{name}' has batches of an interrupted load staged in {}, which the next load would add back",
+            staging.display()
+        ))
+        .with_help("finish the interrupted load first (or remove that directory), then delete"));
+    }
+    let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let removed: HashSet<u64> = (0..index.count())
+        .filter(|node| wanted.contains(index.ids[*node as usize].as_str()))
+        .collect();
+    if removed.is_empty() {
+        return Ok(0);
+    }
+    // A delete keeps the collection's own graph parameters (when within the options' ranges) and
+    // model; store options shape new indexes only.
+    let settings = Settings {
+        model: Some(index.meta.embedding_model.clone()),
+        m: index
+            .meta
+            .m
+            .filter(|m| (2..=512).contains(m))
+            .map_or(settings.m, |m| m as usize),
+        ef_construction: index
+            .meta
+            .ef_construction
+            .filter(|ef| (1..=100_000).contains(ef))
+            .map_or(settings.ef_construction, |ef| ef as usize),
+        ..settings.clone()
+    };
+    let result = build(&index.paths, &settings, &index.describe(), Some(&index), &removed, &[]);
+    if result.is_err() {
+        let _ = layout::recover(&index.paths);
+    }
+    result.map(|()| removed.len() as u64)
+}
+
+/// Refuses to write an index in the flat layout, which ragged does not write.
+fn check_layout(name: &str, found: &IndexPaths) -> Result<(), PluginError> {
+    if found.cli {
+        return Ok(());
+    }
+    Err(PluginError::new(
+        ErrorCode::Unsupported,
+        format!(
+            "collection '{name}' is a LEANN index at {}, outside .leann/indexes; the leann plugin writes only LEANN's CLI layout",
+            found.meta().display()
+        ),
+    ))
+}
+
+/// Refuses the load when the collection's existence does not suit the mode, or when it is in the
+/// flat layout.
+fn check_mode(root: &Path, request: &LoadRequest, found: Option<&IndexPaths>) -> Result<(), PluginError> {
+    let name = &request.collection.name;
+    if let Some(found) = found {
+        check_layout(name, found)?;
     }
     match (request.mode, found.is_some()) {
         (LoadMode::Create, true) => Err(PluginError::new(
@@ -227,20 +308,22 @@ enum Source {
     Staged(usize, u64),
 }
 
-/// Builds the new index from the existing one and the staged batches, and commits it.
+/// Builds the new index from the existing one without its `removed` nodes and the staged
+/// `batch_files`, and commits it.
 fn build(
     paths: &IndexPaths,
     settings: &Settings,
     wanted: &CollectionInfo,
     existing: Option<&OpenIndex>,
-    staging: &Staging,
+    removed: &HashSet<u64>,
+    batch_files: &[PathBuf],
 ) -> Result<(), PluginError> {
     let dimension = wanted.dimension as usize;
     let mut slots: HashMap<String, usize> = HashMap::new();
     let mut ids: Vec<String> = Vec::new();
     let mut sources: Vec<Source> = Vec::new();
     let mut vectors: Vec<f32> = Vec::new();
-    let existing_count = existing.map_or(0, |index| index.count() as usize);
+    let existing_count = existing.map_or(0, |index| index.count() as usize - removed.len());
     // Whether an existing node got another vector: its place in the graph would be wrong.
     let mut moved = false;
     let mut upsert = |id: &str, source: Source, embedding: &[f32]| match slots.get(id) {
@@ -268,6 +351,9 @@ fn build(
             let amount = chunk.min(count - first);
             let rows = index.vectors_for_rebuild(first, amount)?;
             for (row, node) in (first..first + amount).enumerate() {
+                if removed.contains(&node) {
+                    continue;
+                }
                 upsert(
                     &index.ids[node as usize],
                     Source::Existing(node),
@@ -277,7 +363,6 @@ fn build(
             first += amount;
         }
     }
-    let batch_files = staging.batches()?;
     for (file_index, path) in batch_files.iter().enumerate() {
         let mut reader = BatchReader::open(path, wanted.dimension)?;
         while let Some(staged) = reader.next_record()? {
@@ -376,8 +461,10 @@ fn build(
         seed: settings.seed,
     };
     // An append whose existing nodes keep their vectors grows the existing graph (built with the
-    // same M) instead of rebuilding it: a migration loads in many checkpointed chunks.
-    let reusable = existing.filter(|index| !moved && index.meta.m.unwrap_or(32) == settings.m as u64);
+    // same M) instead of rebuilding it: a migration loads in many checkpointed chunks. Removed
+    // nodes would leave holes in it, so a delete rebuilds.
+    let reusable =
+        existing.filter(|index| !moved && removed.is_empty() && index.meta.m.unwrap_or(32) == settings.m as u64);
     let built = match reusable {
         Some(index) => {
             let parsed = index_file::read(&index.index_path, true)?;

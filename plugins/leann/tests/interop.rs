@@ -205,6 +205,21 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     out
 }
 
+/// Searches `index` with LEANN's own searcher for the `top_k` nearest records of each vector.
+fn leann_search(python: &Path, work: &Path, index: &Path, vectors: &[&Vec<f32>], top_k: usize) -> Value {
+    let queries = work.join("queries.json");
+    std::fs::write(&queries, serde_json::to_vec(vectors).expect("json")).expect("write");
+    tool(
+        python,
+        &[
+            "search",
+            &index.display().to_string(),
+            &queries.display().to_string(),
+            &top_k.to_string(),
+        ],
+    )
+}
+
 /// Searches `index` with LEANN's own searcher for each record's vector and checks that the record
 /// comes first, with its passage as ragged wrote it.
 fn leann_finds_each_record_first(python: &Path, work: &Path, index: &Path, records: &[Record], metric: DistanceMetric) {
@@ -213,13 +228,8 @@ fn leann_finds_each_record_first(python: &Path, work: &Path, index: &Path, recor
         .step_by(records.len().div_ceil(25))
         .chain(records.last())
         .collect();
-    let queries = work.join("queries.json");
     let vectors: Vec<&Vec<f32>> = sampled.iter().map(|r| &r.embedding).collect();
-    std::fs::write(&queries, serde_json::to_vec(&vectors).expect("json")).expect("write");
-    let answer = tool(
-        python,
-        &["search", &index.display().to_string(), &queries.display().to_string()],
-    );
+    let answer = leann_search(python, work, index, &vectors, 3);
     assert_eq!(answer["passages"], json!(records.len()));
     for (record, result) in sampled.iter().zip(answer["results"].as_array().expect("results")) {
         assert_eq!(result["labels"][0], json!(record.id), "{metric}: LEANN ranked {result}");
@@ -271,6 +281,58 @@ fn leann_searches_indexes_that_ragged_writes() {
         let mut expected = input.clone();
         expected[3].document = changed[3].document.clone();
         leann_finds_each_record_first(&python, work.path(), &index, &expected, metric);
+    }
+}
+
+#[test]
+fn leann_searches_indexes_that_ragged_deleted_from() {
+    let Some(python) = python() else { return };
+    for metric in [DistanceMetric::L2, DistanceMetric::Ip, DistanceMetric::Cosine] {
+        let work = tempfile::tempdir().expect("temp dir");
+        let store_dir = work.path().join("store");
+        let store = open(&store_dir, Access::ReadWrite);
+        let mut input = records(300, 24, metric);
+        if metric != DistanceMetric::Ip {
+            input.extend(odd_records(24));
+        }
+        load(&*store, &info("docs", 24, metric), LoadMode::Create, &input);
+        let index = store_dir.join(".leann/indexes/docs/documents.leann");
+        // Every fourth record (the unicode id among them), the one with an empty document and an
+        // id that is not there.
+        let mut gone: Vec<String> = input.iter().step_by(4).map(|r| r.id.clone()).collect();
+        gone.extend(
+            input
+                .last()
+                .filter(|_| metric != DistanceMetric::Ip)
+                .map(|r| r.id.clone()),
+        );
+        gone.push("not-there".into());
+        assert_eq!(
+            store.delete("docs", &gone).expect("deletes"),
+            gone.len() as u64 - 1,
+            "{metric}"
+        );
+        let remaining: Vec<Record> = input.iter().filter(|r| !gone.contains(&r.id)).cloned().collect();
+        leann_finds_each_record_first(&python, work.path(), &index, &remaining, metric);
+        // Searched with every vector, the deleted ones included, LEANN never returns a deleted id.
+        let vectors: Vec<&Vec<f32>> = input.iter().map(|r| &r.embedding).collect();
+        let answer = leann_search(&python, work.path(), &index, &vectors, 20);
+        for result in answer["results"].as_array().expect("results") {
+            let labels = result["labels"].as_array().expect("labels");
+            assert_eq!(labels.len(), 20, "{metric}: {result}");
+            assert!(
+                labels.iter().all(|label| !gone.iter().any(|id| *label == json!(id))),
+                "{metric}: LEANN returned a deleted id: {result}"
+            );
+        }
+        // Deleting the rest leaves an empty index that LEANN opens and finds nothing in.
+        let rest: Vec<String> = remaining.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(store.delete("docs", &rest).expect("deletes"), rest.len() as u64);
+        let answer = leann_search(&python, work.path(), &index, &vectors[..3], 5);
+        assert_eq!(answer["passages"], json!(0), "{metric}");
+        for result in answer["results"].as_array().expect("results") {
+            assert_eq!(result["labels"], json!([]), "{metric}: {result}");
+        }
     }
 }
 
@@ -393,6 +455,18 @@ fn ragged_reads_indexes_that_leann_builds() {
         );
         drop(store);
         assert!(before == snapshot(&store_dir), "reading changed the store");
+        // Deleting from them would need their vectors: refused, with their files untouched.
+        let store = open(&store_dir, Access::ReadWrite);
+        for shape in ["compact", "pruned"] {
+            let error = store
+                .delete(shape, &[input[0].id.clone()])
+                .expect_err("no vectors to rebuild from");
+            assert_eq!(error.code, ErrorCode::Unsupported, "{}", error.message);
+            assert!(error.message.contains("without vectors"), "{}", error.message);
+        }
+        let mut after = snapshot(&store_dir);
+        after.retain(|path, _| !path.ends_with("ragged-write.lock"));
+        assert!(before == after, "a refused delete changed the store");
     }
 }
 
@@ -431,13 +505,13 @@ fn ragged_appends_to_an_index_leann_built_and_leann_still_searches_it() {
         got.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         input.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()
     );
-    leann_finds_each_record_first(
-        &python,
-        work.path(),
-        &store_dir.join(".leann/indexes/docs/documents.leann"),
-        &input,
-        DistanceMetric::L2,
-    );
+    let index = store_dir.join(".leann/indexes/docs/documents.leann");
+    leann_finds_each_record_first(&python, work.path(), &index, &input, DistanceMetric::L2);
+    // Deleting rebuilds it, LEANN's passages among the rest, and LEANN still searches it.
+    let gone: Vec<String> = input[..110].iter().step_by(5).map(|r| r.id.clone()).collect();
+    assert_eq!(store.delete("docs", &gone).expect("deletes"), gone.len() as u64);
+    let remaining: Vec<Record> = input.iter().filter(|r| !gone.contains(&r.id)).cloned().collect();
+    leann_finds_each_record_first(&python, work.path(), &index, &remaining, DistanceMetric::L2);
 }
 
 /// Opt-in: LEANN's own text search (`LeannSearcher.search("...")`, which embeds the query with the

@@ -6,13 +6,15 @@ Subcommands (all exchange JSON files so the Rust side compares values bit for bi
   build DIR                 build the varied reference store with chromadb itself
   dump DIR OUT.json         in a fresh process, write what `collection.get()` returns for every
                             collection of every tenant and database
-  probe DIR SPEC.json OUT   count, query (nearest neighbour), `where` and `where_document` answers
+  probe DIR SPEC.json OUT   count, query (nearest neighbour, or the neighbours of given vectors),
+                            `get` by ids, `where` and `where_document` answers
   migrations DIR OUT.json   the `migrations` table of a chromadb-created store (template source)
   hold DIR                  keep a chromadb client open on DIR until stdin closes
   build-drop DIR            three collections for the drop tests (`docs` is the big one, last)
   delete DIR NAME           chromadb's own `client.delete_collection` (NAME in ragged's form)
   recreate DIR NAME N DIM   create NAME with chromadb and add N records: ids r0.., documents
                             "recreated i", metadata {"k": i}, no arrays
+  delete-ids DIR NAME ID..  chromadb's own `collection.delete(ids=[ID, ...])`
 
 Typed values in the JSON: ["str", s], ["int", i], ["float", bits-of-f64], ["bool", b], arrays as
 ["str[]", [...]] and so on; embeddings are lists of float32 bit patterns.
@@ -209,6 +211,11 @@ def recreate(path, name, n, dim):
             metadatas=[{"k": i} for i in range(n)])
 
 
+def delete_ids(path, name, *ids):
+    client, plain = client_for(path, name)
+    client.get_collection(plain, embedding_function=None).delete(ids=list(ids))
+
+
 def collection_handles(path):
     """(ragged name, collection) for every collection of every tenant and database."""
     import chromadb
@@ -247,7 +254,8 @@ def dump(path, out_path):
 
 
 def probe(path, spec_path, out_path):
-    """SPEC: {collection: {"query_ids": [...], "where": {...}|null, "where_document": {...}|null}}."""
+    """SPEC: {collection: {"query_ids": [...], "where": {...}|null, "where_document": {...}|null,
+    "get_ids": [...], "query_vectors": [[float, ...], ...], "n_results": k}}, every key optional."""
     with open(spec_path) as f:
         spec = json.load(f)
     started = time.monotonic()
@@ -266,6 +274,12 @@ def probe(path, spec_path, out_path):
             for rid in asks["query_ids"]:
                 q = col.query(query_embeddings=[vectors[rid]], n_results=1, include=["distances"])
                 answer["nearest"][rid] = q["ids"][0][0]
+        if asks.get("get_ids") is not None:
+            answer["got_ids"] = sorted(col.get(ids=asks["get_ids"], include=[])["ids"])
+        if asks.get("query_vectors"):
+            q = col.query(query_embeddings=np.asarray(asks["query_vectors"], dtype=np.float32),
+                          n_results=asks["n_results"], include=["distances"])
+            answer["neighbours"] = q["ids"]
         if asks.get("where") is not None:
             answer["where_ids"] = sorted(col.get(where=asks["where"], include=[])["ids"])
         if asks.get("where_document") is not None:
@@ -315,6 +329,8 @@ def main():
         delete(*args)
     elif command == "recreate":
         recreate(*args)
+    elif command == "delete-ids":
+        delete_ids(*args)
     elif command == "empty":
         import chromadb
         chromadb.PersistentClient(path=args[0]).heartbeat()

@@ -5,10 +5,11 @@
       Builds an index with LeannBuilder.build_index_from_arrays at
       <store>/.leann/indexes/<name>/documents.leann (shape: full, compact or pruned) and prints
       the vectors LEANN stores (normalised for cosine) as float32 bit patterns.
-  leann_tool.py search <index_path> <queries.json>
+  leann_tool.py search <index_path> <queries.json> [top_k]
       Opens the index with LeannSearcher (no recompute, no embedding server), searches each query
       vector through the HNSW backend searcher (LEANN's own C++ graph search over the stored
-      vectors), and prints the top labels, scores and the first hit's passage.
+      vectors), and prints the top labels (3 unless top_k says), scores and the first hit's
+      passage (null when there is no hit).
 
   leann_tool.py embed  <model> <texts.json>
       (opt-in, needs the full LEANN install and the model) Embeds texts with LEANN's own
@@ -63,7 +64,7 @@ def build(store, name, records_path, metric, shape):
     return {"stored_bits": stored.view("<u4").tolist()}
 
 
-def search(index_path, queries_path):
+def search(index_path, queries_path, top_k="3"):
     from leann import LeannSearcher
 
     with open(queries_path, encoding="utf-8") as f:
@@ -78,14 +79,20 @@ def search(index_path, queries_path):
             q = np.array([query], dtype=np.float32)
             with contextlib.redirect_stdout(sys.stderr):
                 result = searcher.backend_impl.search(
-                    q, 3, complexity=64, recompute_embeddings=False
+                    q, int(top_k), complexity=64, recompute_embeddings=False
                 )
-            labels = result["labels"][0]
-            passage = searcher.passage_manager.get_passage(labels[0])
+            # faiss pads missing hits with label -1, which LEANN passes on as the id "-1".
+            hits = [
+                (label, float(score))
+                for label, score in zip(result["labels"][0], result["distances"][0])
+                if label != "-1"
+            ]
+            labels = [label for label, _ in hits]
+            passage = searcher.passage_manager.get_passage(labels[0]) if labels else None
             out.append(
                 {
                     "labels": labels,
-                    "scores": [float(s) for s in result["distances"][0]],
+                    "scores": [score for _, score in hits],
                     "first": passage,
                 }
             )
