@@ -192,6 +192,14 @@ impl Config {
         }
     }
 
+    /// Makes `store` the default store of `persona`, or the global default.
+    pub fn set_default_store(&mut self, store: &str, persona: Option<&str>) {
+        match persona {
+            Some(name) => self.personas.entry(name.to_owned()).or_default().store = Some(store.to_owned()),
+            None => self.default_store = Some(store.to_owned()),
+        }
+    }
+
     /// The default store for a persona (falling back to the global default), and where it came from.
     pub fn current_store(&self, persona: Option<&str>) -> Option<(String, String)> {
         if let Some(name) = persona

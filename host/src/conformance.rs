@@ -120,6 +120,11 @@ pub fn run(plugin: &LoadedPlugin, plugin_name: &str, scratch: &Path) -> Conforma
         write | Capabilities::QUERY,
         &|| suite.query(),
     );
+    record(
+        "deletes records by id, durably, and only in a writable store",
+        write | Capabilities::DELETE,
+        &|| suite.delete(),
+    );
     record("reports storage measured from files", write, &|| suite.storage());
     record("names the files of a collection", write, &|| suite.files());
     record("reports a missing collection as not-found", Capabilities::READ, &|| {
@@ -464,6 +469,49 @@ impl Suite<'_> {
                 "hits are not sorted by distance: {hits:?}"
             );
         }
+        Ok(())
+    }
+
+    fn delete(&self) -> Result<()> {
+        let doomed: Vec<Record> = test_records()[1..3].to_vec();
+        let mut ids: Vec<String> = doomed.iter().map(|r| r.id.clone()).collect();
+        ids.push("no-such-id".to_owned());
+        expect_code(
+            self.open(Access::ReadOnly)?.delete(COLLECTION, &ids),
+            &[ErrorCode::ReadOnly],
+            "delete in a read-only store",
+        )?;
+        let before = self.open(Access::ReadOnly)?.count(COLLECTION)?;
+        let deleted = self.open(Access::ReadWrite)?.delete(COLLECTION, &ids)?;
+        ensure!(
+            deleted == 2,
+            "deleting 2 existing ids and 1 unknown one reported {deleted}"
+        );
+        // A fresh open proves the removal reached the files.
+        let store = self.open(Access::ReadWrite)?;
+        let after = store.count(COLLECTION)?;
+        ensure!(
+            after == before - 2,
+            "count went from {before} to {after} after deleting 2"
+        );
+        let left = collect_records(store.fetch(COLLECTION, &ids)?)?;
+        ensure!(left.is_empty(), "deleted records are still fetched: {left:?}");
+        ensure!(
+            store.delete(COLLECTION, &ids)? == 0,
+            "deleting the same ids again reported removals"
+        );
+        store.load(
+            &LoadRequest {
+                collection: info(DIMENSION),
+                mode: LoadMode::Upsert,
+            },
+            stream(&doomed, DIMENSION)?,
+        )?;
+        let restored = store.count(COLLECTION)?;
+        ensure!(
+            restored == before,
+            "re-loading the deleted records gave {restored} records, not {before}"
+        );
         Ok(())
     }
 

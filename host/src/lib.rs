@@ -8,6 +8,8 @@
 //! - [`plugin_manager`]: discovers, validates, packages, installs and loads plugins; opens stores.
 //! - [`store`]: store specs (`BACKEND:LOCATION`) and an opened store.
 //! - [`migrate`], [`verify`], [`cleanup`]: the engines; they see only the safe `Backend` trait.
+//! - [`sync`], [`dual_write`], [`ingest`]: switching without downtime: incremental sync by record
+//!   digests, writing to several stores with a retry file, reading records from JSONL/Parquet files.
 //! - [`backup`], [`runs`]: backup archives, and migration runs (checkpoints) on disk.
 //! - [`benchmark`], [`select`], [`platform`]: measuring stores on the same records, recommending one
 //!   from measured sizes and speed, and what this machine is and which plugins work on it.
@@ -25,6 +27,8 @@ pub mod config;
 pub mod conformance;
 pub mod context;
 pub mod corpus;
+pub mod dual_write;
+pub mod ingest;
 pub mod migrate;
 pub mod output;
 pub mod platform;
@@ -33,5 +37,6 @@ pub mod records;
 pub mod runs;
 pub mod select;
 pub mod store;
+pub mod sync;
 pub mod tree;
 pub mod verify;

@@ -91,16 +91,7 @@ impl Run {
 
     /// Writes `run.json` atomically and durably (temp file, fsync, rename, fsync the directory).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("run.json");
-        let temp = dir.join("run.json.tmp");
-        let text = serde_json::to_string_pretty(self)?;
-        let mut file = std::fs::File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &path).with_context(|| format!("replacing {}", path.display()))?;
-        sync_dir(dir);
-        Ok(())
+        write_atomic(&dir.join("run.json"), serde_json::to_string_pretty(self)?.as_bytes())
     }
 
     /// The progress of a collection.
@@ -123,6 +114,23 @@ impl Run {
         runs.sort_by(|a, b| b.id.cmp(&a.id));
         Ok(runs)
     }
+}
+
+/// Replaces `path` with `bytes` atomically and durably: temp file, fsync, rename, fsync the
+/// directory. A crash leaves the old file or the new one, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("a file path has a parent directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = std::path::PathBuf::from(temp);
+    let mut file = std::fs::File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("replacing {}", path.display()))?;
+    sync_dir(dir);
+    Ok(())
 }
 
 /// Makes a rename durable on file systems that need the directory synced (best effort).

@@ -691,7 +691,7 @@ fn fetch(store: &Store, name: &str, ids: &[String]) -> Result<HashMap<String, Re
 }
 
 /// Visits every record; `dimension` 0 skips the dimension check.
-fn for_each_record(store: &Store, name: &str, dimension: u32, mut visit: impl FnMut(Record)) -> Result<()> {
+pub(crate) fn for_each_record(store: &Store, name: &str, dimension: u32, mut visit: impl FnMut(Record)) -> Result<()> {
     let request = ExtractRequest {
         batch_size: 4096,
         start: 0,

@@ -8,5 +8,6 @@ mod config;
 mod migrate;
 mod panics;
 mod plugin_cli;
+mod sync;
 mod third_party;
 mod verify;

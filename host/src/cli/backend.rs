@@ -18,6 +18,12 @@ pub(crate) enum BackendCommand {
     /// Copy collections from one store to another, then verify every record.
     #[command(after_help = super::migrate::EXAMPLES)]
     Migrate(super::migrate::MigrateArgs),
+    /// Bring a store up to date with another: only what was added, changed or deleted since the last sync.
+    #[command(after_help = super::sync::SYNC_EXAMPLES)]
+    Sync(super::sync::SyncArgs),
+    /// Final sync, verification, then make the target the default store (refused when they differ).
+    #[command(after_help = super::sync::CUTOVER_EXAMPLES)]
+    Cutover(super::sync::CutoverArgs),
     /// Restore the target of a migration to its state before that migration.
     #[command(after_help = super::backups::ROLLBACK_EXAMPLES)]
     Rollback(super::backups::RollbackArgs),
@@ -254,6 +260,8 @@ pub(crate) struct OutputArgs {
 pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
     match command {
         BackendCommand::Migrate(args) => super::migrate::exec(ctx, args),
+        BackendCommand::Sync(args) => super::sync::sync(ctx, args),
+        BackendCommand::Cutover(args) => super::sync::cutover(ctx, args),
         BackendCommand::Rollback(args) => super::backups::rollback(ctx, args),
         BackendCommand::Backups(command) => super::backups::exec(ctx, command),
         BackendCommand::StorageInfo(args) => super::stores::storage_info(ctx, args),
@@ -270,10 +278,7 @@ pub(crate) fn exec(ctx: &Context, command: BackendCommand) -> Result<u8> {
             // Resolving checks that the name means a store before it is written down.
             let (spec, _) = ctx.config.resolve_store(&store)?;
             let mut config = ctx.config.clone();
-            match &persona {
-                Some(name) => config.personas.entry(name.clone()).or_default().store = Some(store.clone()),
-                None => config.default_store = Some(store.clone()),
-            }
+            config.set_default_store(&store, persona.as_deref());
             config.save(&ctx.config_path())?;
             let scope = persona
                 .map(|p| format!("persona {p}"))

@@ -236,10 +236,7 @@ fn options(ctx: &Context, args: &MigrateArgs) -> MigrateOptions {
 fn after_success(ctx: &Context, args: &MigrateArgs, report: &MigrateReport) -> Result<()> {
     if args.set_default {
         let mut config = ctx.config.clone();
-        match &args.persona {
-            Some(persona) => config.personas.entry(persona.clone()).or_default().store = Some(args.target.clone()),
-            None => config.default_store = Some(args.target.clone()),
-        }
+        config.set_default_store(&args.target, args.persona.as_deref());
         config.save(&ctx.config_path())?;
         if !args.quiet_or_json() {
             let scope = args
@@ -402,7 +399,7 @@ fn describe(report: &MigrateReport, args: &MigrateArgs) -> String {
 
 /// The first Ctrl-C stops at the next batch boundary; a second one exits at once (the run stays
 /// resumable either way: every checkpoint is durable).
-fn install_interrupt_handler(cancel: Arc<AtomicBool>) {
+pub(super) fn install_interrupt_handler(cancel: Arc<AtomicBool>) {
     let _ = ctrlc::set_handler(move || {
         if cancel.swap(true, Ordering::SeqCst) {
             std::process::exit(i32::from(EXIT_INTERRUPTED));

@@ -6,6 +6,7 @@ mod choose;
 mod migrate;
 mod plugin;
 mod stores;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +70,12 @@ enum Command {
     /// Query a collection: the nearest records to a stored record's vector.
     #[command(after_help = choose::QUERY_EXAMPLES)]
     Query(choose::QueryArgs),
+    /// Write records from a JSON-lines or Parquet file to one or several stores (dual-write).
+    #[command(after_help = sync::INGEST_EXAMPLES)]
+    Ingest(sync::IngestArgs),
+    /// Delete records by id from one or several stores.
+    #[command(after_help = sync::DELETE_EXAMPLES)]
+    Delete(sync::DeleteArgs),
 }
 
 /// Runs a parsed command line.
@@ -78,6 +85,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backend(command) => backend::exec(&ctx, command)?,
         Command::Plugin(command) => plugin::exec(&ctx, command)?,
         Command::Query(args) => choose::query(&ctx, args)?,
+        Command::Ingest(args) => sync::ingest(&ctx, args)?,
+        Command::Delete(args) => sync::delete(&ctx, args)?,
     };
     Ok(ExitCode::from(code))
 }

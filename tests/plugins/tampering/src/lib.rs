@@ -2,6 +2,10 @@
 //! load returns, as a faulty disk or a buggy store would: store option `tamper=ID` flips the
 //! highest mantissa bit of that record's first vector component (far beyond any tolerance).
 //! Migrations into it must fail verification and roll the store back.
+//!
+//! It also fails on demand, as a full disk would: while a file `refuse-writes` exists in the store
+//! directory, a load fails before writing anything (if the file lists ids, one per line, only loads
+//! holding one of them fail). Dual writes into it must lose nothing once the file is gone.
 
 #![deny(unsafe_code)]
 
@@ -41,7 +45,8 @@ impl Plugin for Tampering {
     const CAPABILITIES: Capabilities = Capabilities::READ
         .union(Capabilities::WRITE)
         .union(Capabilities::UPSERT)
-        .union(Capabilities::STORES_VECTORS);
+        .union(Capabilities::STORES_VECTORS)
+        .union(Capabilities::DELETE);
 
     fn open(request: &OpenRequest) -> Result<Self, PluginError> {
         let mut tamper = None;
@@ -88,6 +93,18 @@ impl Tampering {
         let path = self.path(&file.info.name);
         let text = serde_json::to_string(file).map_err(|e| PluginError::new(ErrorCode::Internal, e.to_string()))?;
         std::fs::write(&path, text).map_err(|e| io_error(&path, e))
+    }
+
+    /// The ids `refuse-writes` lists (empty: every write is refused), or None without the file.
+    fn refused_ids(&self) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(self.root.join("refuse-writes")).ok()?;
+        Some(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
     }
 
     fn stream(file: &CollectionFile, records: Vec<Record>) -> Result<BatchStream, PluginError> {
@@ -156,10 +173,23 @@ impl Backend for Tampering {
         let reader = batches
             .into_reader()
             .map_err(|e| PluginError::invalid_input(e.to_string()))?;
+        let refused = self.refused_ids();
         let mut written = 0;
         for batch in reader {
             let batch = batch.map_err(|e| PluginError::invalid_input(e.to_string()))?;
             for record in batch_to_records(&batch)? {
+                if let Some(refused) = &refused
+                    && (refused.is_empty() || refused.contains(&record.id))
+                {
+                    return Err(PluginError::new(
+                        ErrorCode::Io,
+                        format!(
+                            "writing '{}' refused: {} exists",
+                            record.id,
+                            self.root.join("refuse-writes").display()
+                        ),
+                    ));
+                }
                 let stored = StoredRecord {
                     bits: record.embedding.iter().map(|v| v.to_bits()).collect(),
                     id: record.id,
@@ -194,6 +224,14 @@ impl Backend for Tampering {
     fn drop_collection(&self, collection: &str) -> Result<(), PluginError> {
         let path = self.path(collection);
         std::fs::remove_file(&path).map_err(|e| io_error(&path, e))
+    }
+
+    fn delete(&self, collection: &str, ids: &[String]) -> Result<u64, PluginError> {
+        let mut file = self.read(collection)?;
+        let before = file.records.len();
+        file.records.retain(|r| !ids.contains(&r.id));
+        self.write(&file)?;
+        Ok((before - file.records.len()) as u64)
     }
 }
 
