@@ -8,7 +8,7 @@
 //!   any table (also one written by others) are found;
 //! - `metadata`: typed metadata, promoted to filterable columns and read back from foreign columns;
 //! - `read`: extract, sample, fetch and query;
-//! - `write`: `load`, one atomic `merge_insert` per batch, version tags before writing;
+//! - `write`: `load`, one atomic `merge_insert` per batch, and `delete`; version tags before writing;
 //! - `storage`: the directory on disk, the storage report;
 //! - `runtime`: the plugin's tokio runtime and the async-to-blocking bridges.
 //!
@@ -95,7 +95,8 @@ impl Plugin for LanceStore {
         .union(Capabilities::WRITE)
         .union(Capabilities::UPSERT)
         .union(Capabilities::QUERY)
-        .union(Capabilities::STORES_VECTORS);
+        .union(Capabilities::STORES_VECTORS)
+        .union(Capabilities::DELETE);
 
     fn open(request: &OpenRequest) -> Result<LanceStore, PluginError> {
         let options = StoreOptions::parse(&request.options)?;
@@ -193,6 +194,11 @@ impl Backend for LanceStore {
         self.source(collection)?;
         let context = format!("table '{collection}' in {}", self.root.display());
         block_on(self.db.drop_table(collection, &[]))?.map_err(|e| lance_error(&context, e))
+    }
+
+    fn delete(&self, collection: &str, ids: &[String]) -> Result<u64, PluginError> {
+        self.writable("delete")?;
+        write::delete(&self.source(collection)?, ids)
     }
 }
 

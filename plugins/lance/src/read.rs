@@ -21,6 +21,9 @@ use crate::metadata;
 use crate::runtime::{BlockingReader, block_on, lance_error};
 use crate::schema::{Layout, vector_item};
 
+/// Ids per `IN (...)` filter, so that a filter stays a reasonable size however many are asked.
+const IDS_PER_FILTER: usize = 512;
+
 /// An open table with its column layout.
 pub(crate) struct Source {
     pub(crate) name: String,
@@ -30,7 +33,7 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    fn context(&self) -> String {
+    pub(crate) fn context(&self) -> String {
         format!("table '{}'", self.name)
     }
 
@@ -93,13 +96,7 @@ impl Source {
     pub(crate) fn fetch(&self, ids: &[String]) -> Result<BatchStream, PluginError> {
         let schema = canonical_schema(self.layout.dimension);
         let mut found: Vec<RecordBatch> = Vec::new();
-        for chunk in ids.chunks(512) {
-            let list = chunk
-                .iter()
-                .map(|id| sql_literal(id, &self.layout))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let filter = format!("{} IN ({list})", sql_identifier(&self.layout.id));
+        for filter in id_filters(ids, &self.layout) {
             let query = self.table.query().only_if(filter).select(self.select());
             let batches = block_on(async { query.execute().await?.try_collect::<Vec<_>>().await })?
                 .map_err(|e| lance_error(&self.context(), e))?;
@@ -215,6 +212,18 @@ fn from_lance_distance(metric: DistanceMetric, distance: f32) -> f32 {
         // 1 - a·b  →  -a·b
         DistanceMetric::Ip => distance - 1.0,
     }
+}
+
+/// SQL filters matching the rows with `ids`, one per [`IDS_PER_FILTER`] ids.
+pub(crate) fn id_filters<'a>(ids: &'a [String], layout: &'a Layout) -> impl Iterator<Item = String> + 'a {
+    ids.chunks(IDS_PER_FILTER).map(|chunk| {
+        let list = chunk
+            .iter()
+            .map(|id| sql_literal(id, layout))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("{} IN ({list})", sql_identifier(&layout.id))
+    })
 }
 
 /// A column name quoted for LanceDB's SQL filters.

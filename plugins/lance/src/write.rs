@@ -1,4 +1,4 @@
-//! `load`: canonical batches into a LanceDB table.
+//! `load`: canonical batches into a LanceDB table; `delete`: records out of one.
 //!
 //! Each incoming batch is one atomic Lance commit: the first batch of a new table creates it,
 //! every later one is a `merge_insert` keyed on `id` (update all columns when matched, insert
@@ -7,6 +7,8 @@
 //! write into an existing table its current version is tagged `ragged-before-v<N>`, so the
 //! pre-migration state can be restored with `tbl.restore(tag)` and is never pruned.
 //! Optionally a vector index with the collection's metric is built once the table is large enough.
+//!
+//! `delete` is Lance's delete with an `id IN (...)` filter, also after a version tag.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -25,7 +27,7 @@ use serde_json::{Map, Value};
 
 use crate::metadata::{self, Promoted};
 use crate::options::{StoreOptions, VectorIndex};
-use crate::read::distance_type;
+use crate::read::{Source, distance_type, id_filters};
 use crate::runtime::{block_on, lance_error};
 use crate::schema::{self, Layout, columns};
 
@@ -62,15 +64,7 @@ pub(crate) fn load(
             }
             let table_schema = block_on(table.schema())?.map_err(|e| lance_error(&context, e))?;
             let layout = Layout::resolve(name, &table_schema, &options.columns)?;
-            if !layout.ragged {
-                return Err(PluginError::new(
-                    ErrorCode::Unsupported,
-                    format!(
-                        "{context} was not written by ragged; ragged only writes into tables it created \
-                         (migrate into a new table instead)"
-                    ),
-                ));
-            }
+            refuse_foreign(&layout, &context)?;
             if layout.dimension != dimension {
                 return Err(PluginError::invalid_input(format!(
                     "{context} holds vectors of {} dimensions, the records have {dimension}",
@@ -146,6 +140,45 @@ pub(crate) fn load(
     Ok(LoadSummary {
         records_written: written,
     })
+}
+
+/// Removes the rows with `ids` from a table ragged wrote and returns how many there were. Each
+/// filter of ids is one Lance delete commit; the version before the first is tagged, as before a
+/// load.
+pub(crate) fn delete(source: &Source, ids: &[String]) -> Result<u64, PluginError> {
+    let context = source.context();
+    refuse_foreign(&source.layout, &context)?;
+    let mut deleted = 0;
+    let mut tagged = false;
+    for filter in id_filters(ids, &source.layout) {
+        // Counted first, so that ids already gone commit nothing (not even an empty version).
+        let matching =
+            block_on(source.table.count_rows(Some(filter.clone())))?.map_err(|e| lance_error(&context, e))?;
+        if matching == 0 {
+            continue;
+        }
+        if !tagged {
+            tag_current_version(&source.table, &context)?;
+            tagged = true;
+        }
+        let result = block_on(source.table.delete(&filter))?.map_err(|e| lance_error(&context, e))?;
+        deleted += result.num_deleted_rows;
+    }
+    Ok(deleted)
+}
+
+/// Refuses to write into a table ragged did not create: its schema is not one ragged writes.
+fn refuse_foreign(layout: &Layout, context: &str) -> Result<(), PluginError> {
+    if layout.ragged {
+        return Ok(());
+    }
+    Err(PluginError::new(
+        ErrorCode::Unsupported,
+        format!(
+            "{context} was not written by ragged; ragged only writes into tables it created \
+             (migrate into a new table instead)"
+        ),
+    ))
 }
 
 /// Tags the table's current version so a rollback can return to it.

@@ -339,6 +339,79 @@ fn python_lancedb_reads_tables_written_by_ragged() {
     assert_eq!(filtered, want);
 }
 
+#[test]
+fn python_lancedb_sees_exactly_the_rows_a_ragged_delete_left() {
+    let Some(python) = ragged_interop::venv_python("lance") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("db");
+    let all = records(300, 8);
+    // Every 11th record (the unicode id among them) and one that never existed.
+    let doomed: Vec<String> = all
+        .iter()
+        .skip(7)
+        .step_by(11)
+        .map(|r| r.id.clone())
+        .chain(["doc-9999".to_owned()])
+        .collect();
+    {
+        let store = open_with(&db, Access::ReadWrite, &[]).expect("opens");
+        store
+            .load(
+                &load_request("docs", 8, DistanceMetric::L2, LoadMode::Create),
+                stream_of(&all, 8, 100),
+            )
+            .expect("loads");
+        assert_eq!(store.delete("docs", &doomed).expect("deletes"), 27);
+    }
+    let out = dir.path().join("dump.json");
+    tool(&python, &["dump", path_str(&db), "docs", path_str(&out)]);
+    let dump = read_json(&out);
+    let rows = dump["rows"].as_array().expect("rows");
+    assert_eq!(dump["count"], 273);
+    let kept: Vec<&Record> = all.iter().filter(|r| !doomed.contains(&r.id)).collect();
+    assert_eq!(rows.len(), kept.len());
+    for (row, record) in rows.iter().zip(&kept) {
+        assert_eq!(row["id"], json!(["str", record.id]));
+        assert_eq!(row["vector"], json!(bits(&record.embedding)), "{}", record.id);
+    }
+}
+
+#[test]
+fn rows_python_lancedb_deleted_are_gone_for_ragged() {
+    let Some(python) = ragged_interop::venv_python("lance") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("db");
+    let vectors: Vec<Vec<u32>> = (0..20u32)
+        .map(|i| (0..3u32).map(|j| (i as f32 - j as f32 * 0.5).to_bits()).collect())
+        .collect();
+    let ids: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
+    let spec = json!({"tables": [{"name": "notes", "columns": [
+        {"name": "id", "type": "string", "nullable": false, "values": ids},
+        {"name": "vector", "type": "vector", "dim": 3, "values": vectors},
+    ]}]});
+    let spec_path = dir.path().join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).expect("writes");
+    tool(&python, &["build", path_str(&db), path_str(&spec_path)]);
+    // One row from each of the two commits the tool makes.
+    let gone = dir.path().join("gone.json");
+    std::fs::write(&gone, json!(["p3", "p15"]).to_string()).expect("writes");
+    tool(&python, &["delete", path_str(&db), "notes", path_str(&gone)]);
+
+    let store = open_with(&db, Access::ReadOnly, &[]).expect("opens");
+    assert_eq!(store.count("notes").expect("counts"), 18);
+    let got = extract(store.as_ref(), "notes", 5).expect("extracts");
+    let want: Vec<&String> = ids.iter().filter(|id| *id != "p3" && *id != "p15").collect();
+    assert_eq!(got.iter().map(|r| &r.id).collect::<Vec<_>>(), want);
+    for record in &got {
+        let i: usize = record.id[1..].parse().expect("a number");
+        assert_eq!(bits(&record.embedding), vectors[i], "{}", record.id);
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // 2. Tables written by Python lancedb, read by ragged
 
@@ -495,4 +568,7 @@ fn ragged_reads_tables_written_by_python_lancedb_exactly() {
         )
         .expect_err("foreign table");
     assert_eq!(error.code, ErrorCode::Unsupported);
+    let error = store.delete("notes", &["n1".to_owned()]).expect_err("foreign table");
+    assert_eq!(error.code, ErrorCode::Unsupported);
+    assert_eq!(store.count("notes").expect("counts"), n as u64);
 }

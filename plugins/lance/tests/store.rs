@@ -1,5 +1,5 @@
 //! The lance plugin through the real plugin boundary (in-process), without Python: load modes,
-//! replays, refusals, version tags for rollback, the vector index and the storage report.
+//! replays, refusals, version tags for rollback, delete, the vector index and the storage report.
 
 use std::path::Path;
 
@@ -263,6 +263,20 @@ fn large_tables_get_a_vector_index_with_the_collection_metric() {
         .fold(f32::INFINITY, f32::min);
     assert!((hits[0].distance - best).abs() < 1e-3, "{hits:?} vs {best}");
 
+    // A deleted record leaves the indexed search too.
+    assert_eq!(
+        store.delete("big", std::slice::from_ref(&probe.id)).expect("deletes"),
+        1
+    );
+    let hits = store.query("big", &probe.embedding, 5).expect("queries");
+    assert!(hits.iter().all(|hit| hit.id != probe.id), "{hits:?}");
+    store
+        .load(
+            &request("big", 8, DistanceMetric::Ip, LoadMode::Upsert),
+            stream(std::slice::from_ref(probe), 8),
+        )
+        .expect("loads again");
+
     let report = store.storage("big").expect("storage");
     assert_eq!(report.records, 400);
     assert!(report.index_bytes > 0, "{report:?}");
@@ -271,4 +285,135 @@ fn large_tables_get_a_vector_index_with_the_collection_metric() {
         "{report:?}"
     );
     assert!(report.vectors_bytes + report.documents_bytes + report.index_bytes <= report.total_bytes);
+}
+
+/// Records compared field by field, embeddings by their bits.
+fn assert_bit_exact(got: &[Record], expected: &[Record]) {
+    let ids = |records: &[Record]| records.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(got), ids(expected));
+    for (a, b) in got.iter().zip(expected) {
+        assert_eq!((&a.document, &a.metadata), (&b.document, &b.metadata), "{}", a.id);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        assert_eq!(bits(&a.embedding), bits(&b.embedding), "embedding of {}", a.id);
+    }
+}
+
+fn fetch_all(store: &dyn Backend, name: &str, ids: &[String]) -> Vec<Record> {
+    store
+        .fetch(name, ids)
+        .expect("fetches")
+        .into_reader()
+        .expect("reader")
+        .flat_map(|b| batch_to_records(&b.expect("batch")).expect("records"))
+        .collect()
+}
+
+#[test]
+fn deleted_records_leave_every_read_and_come_back_when_loaded_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_with(dir.path(), Access::ReadWrite, &[]).expect("opens");
+    let mut all = records(150, 6, 0);
+    // Ids that need quoting in the SQL filter.
+    for (record, id) in all
+        .iter_mut()
+        .zip(["it's", "back\\slash", "quote\"d", "50%_off", "x' OR '1'='1"])
+    {
+        record.id = id.to_owned();
+    }
+    store
+        .load(&request("t", 6, DistanceMetric::L2, LoadMode::Create), stream(&all, 6))
+        .expect("creates");
+    let version = store.describe("t").expect("describes").extras["lance_version"].clone();
+
+    let doomed: Vec<String> = ["it's", "back\\slash", "r0100", "missing", "r0100", "r0149"]
+        .iter()
+        .map(|id| (*id).to_owned())
+        .collect();
+    assert_eq!(store.delete("t", &doomed).expect("deletes"), 4);
+    let kept: Vec<Record> = all.iter().filter(|r| !doomed.contains(&r.id)).cloned().collect();
+    assert_eq!(store.count("t").expect("counts"), 146);
+    assert_bit_exact(&extract_all(store.as_ref(), "t", 0), &kept);
+    assert_bit_exact(&extract_all(store.as_ref(), "t", 99), &kept[99..]);
+    assert!(fetch_all(store.as_ref(), "t", &doomed).is_empty());
+    let asked = ["x' OR '1'='1".to_owned(), "r0099".to_owned()];
+    assert_bit_exact(
+        &fetch_all(store.as_ref(), "t", &asked),
+        &[all[4].clone(), all[99].clone()],
+    );
+    for record in all.iter().filter(|r| doomed.contains(&r.id)) {
+        let hits = store.query("t", &record.embedding, 150).expect("queries");
+        assert_eq!(hits.len(), 146);
+        assert!(hits.iter().all(|hit| !doomed.contains(&hit.id)), "{hits:?}");
+    }
+    // The version before the delete is tagged for a rollback.
+    let described = store.describe("t").expect("describes");
+    assert_eq!(
+        described.extras["lance_tags"],
+        serde_json::json!([format!("ragged-before-v{version}")])
+    );
+
+    // A second delete finds nothing and commits nothing.
+    let after = described.extras["lance_version"].clone();
+    assert_eq!(store.delete("t", &doomed).expect("deletes"), 0);
+    assert_eq!(store.delete("t", &[]).expect("deletes"), 0);
+    assert_eq!(store.describe("t").expect("describes").extras["lance_version"], after);
+
+    // Loading a deleted id adds it again.
+    let again: Vec<Record> = all.iter().filter(|r| doomed.contains(&r.id)).cloned().collect();
+    store
+        .load(
+            &request("t", 6, DistanceMetric::L2, LoadMode::Upsert),
+            stream(&again, 6),
+        )
+        .expect("loads");
+    assert_eq!(store.count("t").expect("counts"), 150);
+    assert_bit_exact(
+        &fetch_all(store.as_ref(), "t", &doomed[..3]),
+        &[all[0].clone(), all[1].clone(), all[100].clone()],
+    );
+
+    // Refusals: read-only, missing table.
+    let reader = open_with(dir.path(), Access::ReadOnly, &[]).expect("opens");
+    let error = reader.delete("t", &doomed).expect_err("read-only");
+    assert_eq!(error.code, ErrorCode::ReadOnly);
+    assert!(
+        error.message.contains("open read-only, so delete is refused"),
+        "{error}"
+    );
+    assert_eq!(store.count("t").expect("counts"), 150);
+    let error = store.delete("nope", &doomed).expect_err("missing");
+    assert_eq!(error.code, ErrorCode::NotFound);
+}
+
+#[test]
+fn deleting_every_record_in_many_filters_leaves_an_empty_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_with(dir.path(), Access::ReadWrite, &[]).expect("opens");
+    let all = records(700, 4, 0);
+    store
+        .load(
+            &request("t", 4, DistanceMetric::Cosine, LoadMode::Create),
+            stream(&all, 4),
+        )
+        .expect("creates");
+    // More ids than one filter takes, absent ones mixed in.
+    let every: Vec<String> = all
+        .iter()
+        .flat_map(|r| [r.id.clone(), format!("{}-absent", r.id)])
+        .collect();
+    assert_eq!(store.delete("t", &every).expect("deletes"), 700);
+    let empty = store.describe("t").expect("describes");
+    assert_eq!(
+        (empty.dimension, empty.metric, empty.count),
+        (4, DistanceMetric::Cosine, 0)
+    );
+    assert_eq!(extract_all(store.as_ref(), "t", 0), Vec::<Record>::new());
+    assert!(store.query("t", &all[0].embedding, 5).expect("queries").is_empty());
+    store
+        .load(
+            &request("t", 4, DistanceMetric::Cosine, LoadMode::Append),
+            stream(&all[..3], 4),
+        )
+        .expect("loads");
+    assert_bit_exact(&extract_all(store.as_ref(), "t", 0), &all[..3]);
 }

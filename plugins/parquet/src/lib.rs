@@ -8,7 +8,7 @@
 //! - `layout`: the directory layout, the manifest and its atomic replacement, orphan cleanup;
 //! - `part`: writing and opening one Parquet part file;
 //! - `read`: the extract, sample and fetch streams;
-//! - `write`: `load`, with its id-keyed replacement;
+//! - `write`: `load`, with its id-keyed replacement, and `delete`;
 //! - `query`: brute-force nearest neighbours.
 //!
 //! See `docs/backends/parquet.md` for the format and its guarantees.
@@ -100,7 +100,8 @@ impl Plugin for ParquetStore {
         .union(Capabilities::WRITE)
         .union(Capabilities::UPSERT)
         .union(Capabilities::QUERY)
-        .union(Capabilities::STORES_VECTORS);
+        .union(Capabilities::STORES_VECTORS)
+        .union(Capabilities::DELETE);
 
     fn open(request: &OpenRequest) -> Result<ParquetStore, PluginError> {
         let compression = parse_options(request)?;
@@ -215,6 +216,11 @@ impl Backend for ParquetStore {
         fs::remove_dir_all(&dir.path).map_err(|e| PluginError::io(&dir.path, &e))?;
         sync_dir(&self.root)
     }
+
+    fn delete(&self, collection: &str, ids: &[String]) -> Result<u64, PluginError> {
+        self.writable("delete")?;
+        write::delete(&self.root, self.compression, collection, ids)
+    }
 }
 
 ragged_plugin_api::export_plugin!(ParquetStore);
@@ -240,7 +246,7 @@ mod tests {
     fn capabilities_are_everything_but_an_embedder() {
         assert_eq!(
             ParquetStore::CAPABILITIES.names(),
-            vec!["read", "write", "upsert", "query", "stores_vectors"]
+            vec!["read", "write", "upsert", "query", "stores_vectors", "delete"]
         );
     }
 

@@ -1,17 +1,18 @@
-//! Loading records: validation, the id-keyed replacement rule, and the single manifest swap
-//! that commits a whole load at once.
+//! Writing records: `load` with its validation and id-keyed replacement rule, and `delete`; each
+//! commits with a single manifest swap.
 //!
 //! Incoming batches stream into new part files ("segments"). Every id written is remembered with
 //! the segment holding it; when an id comes back within the same load, the current segment is
 //! closed first so the newer row lands in a later one. At the end, every part (committed or
 //! new) holding a row whose id was written again later is rewritten without it, under a new
 //! name, and one manifest swap makes it all visible. Until then the previous manifest stays in
-//! force, and a failed load removes the files it created.
+//! force, and a failed load removes the files it created. `delete` is the same rewrite with the
+//! ids asked for, and no new rows.
 //!
 //! The manifest lists parts by number, so records are read in the order their files were
 //! created: untouched parts keep their place, new and copied parts come after them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -75,19 +76,16 @@ pub(crate) fn load(
     }
     dir.remove_orphans(existing.as_ref())?;
 
+    let info = CollectionInfo {
+        name: dir.name.clone(),
+        count: 0,
+        ..wanted.clone()
+    };
     let mut session = LoadSession {
-        next_number: dir.next_part_number(existing.as_ref())?,
-        info: CollectionInfo {
-            name: dir.name.clone(),
-            count: 0,
-            ..wanted.clone()
-        },
-        dir: &dir,
-        compression,
+        staging: Staging::new(&dir, info, compression, existing.as_ref())?,
         seen: HashMap::new(),
         segments: Vec::new(),
         current: None,
-        created: Vec::new(),
         received: 0,
         batches: 0,
     };
@@ -109,20 +107,157 @@ fn missing_for_append(root: &Path, dir: &CollectionDir) -> PluginError {
     ))
 }
 
-/// A load in progress. Dropping it without committing removes every file it created.
-struct LoadSession<'a> {
+/// Removes the records with `ids` from the collection and returns how many there were. Parts
+/// holding one are rewritten without it; nothing is written when none exists.
+pub(crate) fn delete(
+    root: &Path,
+    compression: Compression,
+    collection: &str,
+    ids: &[String],
+) -> Result<u64, PluginError> {
+    let dir = CollectionDir::new(root, collection)?;
+    // Checked before the lock, which needs the directory, and again under it.
+    dir.read_manifest()?;
+    let _lock = dir.lock()?;
+    let existing = dir.read_manifest()?;
+    let doomed: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    dir.remove_orphans(Some(&existing))?;
+    let mut staging = Staging::new(&dir, existing.collection.clone(), compression, Some(&existing))?;
+    let mut parts = Vec::new();
+    let mut retired = Vec::new();
+    let mut removed = 0;
+    for part in &existing.parts {
+        let outcome = staging.without(part, |id| doomed.contains(id))?;
+        removed += part.rows - outcome.as_ref().map_or(0, |kept| kept.rows);
+        if outcome.as_ref() != Some(part) {
+            retired.push(dir.part_path(&part.file));
+        }
+        parts.extend(outcome);
+    }
+    if removed > 0 {
+        staging.commit(parts, &retired)?;
+    }
+    Ok(removed)
+}
+
+/// The new part files of one write, numbered on from the highest number in use. Dropping it
+/// before [`Staging::commit`] removes every file it created.
+struct Staging<'a> {
     dir: &'a CollectionDir,
+    /// The description the new parts and the manifest carry.
     info: CollectionInfo,
     compression: Compression,
     next_number: u64,
+    /// Files this write created, removed if it fails.
+    created: Vec<PathBuf>,
+}
+
+impl<'a> Staging<'a> {
+    fn new(
+        dir: &'a CollectionDir,
+        info: CollectionInfo,
+        compression: Compression,
+        existing: Option<&Manifest>,
+    ) -> Result<Staging<'a>, PluginError> {
+        Ok(Staging {
+            next_number: dir.next_part_number(existing)?,
+            dir,
+            info,
+            compression,
+            created: Vec::new(),
+        })
+    }
+
+    fn new_writer(&mut self) -> Result<PartWriter, PluginError> {
+        let writer = PartWriter::create(self.dir, self.next_number, &self.info, self.compression)?;
+        self.next_number += 1;
+        self.created.extend(writer.paths());
+        Ok(writer)
+    }
+
+    /// `part` without the rows whose id `dropped` accepts: the part itself when there is none, a
+    /// new copy when some rows are dropped, `None` when all are.
+    fn without(&mut self, part: &PartEntry, dropped: impl Fn(&str) -> bool) -> Result<Option<PartEntry>, PluginError> {
+        let path = self.dir.part_path(&part.file);
+        let dimension = self.info.dimension;
+        let is_dropped = |id: Option<&str>| id.is_some_and(&dropped);
+        // A cheap scan of the id column decides whether the part must be copied at all.
+        let mut dropped_rows = 0u64;
+        for batch in OpenPart::open(&path, part.rows, dimension)?.reader(Columns::Ids, None, REWRITE_BATCH_ROWS)? {
+            let batch = batch?;
+            let ids = batch.column(0).as_string::<i32>();
+            dropped_rows += ids.iter().filter(|&id| is_dropped(id)).count() as u64;
+        }
+        if dropped_rows == 0 {
+            return Ok(Some(part.clone()));
+        }
+        if dropped_rows == part.rows {
+            return Ok(None);
+        }
+        let mut writer = self.new_writer()?;
+        let reader = OpenPart::open(&path, part.rows, dimension)?.reader(Columns::All, None, REWRITE_BATCH_ROWS)?;
+        for batch in reader {
+            let batch = batch?;
+            let ids = batch.column(0).as_string::<i32>();
+            let keep: BooleanArray = ids.iter().map(|id| Some(!is_dropped(id))).collect();
+            let kept = filter_record_batch(&batch, &keep)
+                .map_err(|e| PluginError::new(ErrorCode::Internal, format!("{}: {e}", path.display())))?;
+            writer.write(&kept)?;
+        }
+        let copy = writer.finish()?;
+        if copy.rows != part.rows - dropped_rows {
+            return Err(PluginError::corrupt(format!(
+                "{}: copied {} rows, expected {}",
+                path.display(),
+                copy.rows,
+                part.rows - dropped_rows
+            )));
+        }
+        Ok(Some(copy))
+    }
+
+    /// Swaps in the manifest listing `parts`: the one step that makes the write visible. The
+    /// `retired` files, no longer listed, are removed after it.
+    fn commit(&mut self, mut parts: Vec<PartEntry>, retired: &[PathBuf]) -> Result<(), PluginError> {
+        // Listing parts by number makes the read order the file-name order, which is the order
+        // DuckDB and pyarrow read a directory in: untouched parts first, new ones and copies last.
+        parts.sort_by_key(|p| parse_part_number(&p.file));
+        sync_dir(&self.dir.path)?;
+        let staged = self.dir.stage_manifest(&Manifest {
+            collection: self.info.clone(),
+            parts,
+        })?;
+        // From the rename on, the new parts may be listed: a failure must leave them in place
+        // (at worst as orphans for the next writer), never remove them.
+        self.created.clear();
+        self.dir.commit_manifest(&staged)?;
+        for path in retired {
+            remove_quietly(path);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        for path in &self.created {
+            remove_quietly(path);
+        }
+    }
+}
+
+/// A load in progress. Dropping it without committing removes every file it created.
+struct LoadSession<'a> {
+    staging: Staging<'a>,
     /// Every id written in this load, with the index of the segment that holds its latest row.
     seen: HashMap<String, usize>,
     /// Closed segments, in order.
     segments: Vec<PartEntry>,
     /// The open segment, whose index is `segments.len()`.
     current: Option<PartWriter>,
-    /// Files this load created, removed if it fails.
-    created: Vec<PathBuf>,
     received: u64,
     batches: u64,
 }
@@ -162,7 +297,7 @@ impl LoadSession<'_> {
             )));
         }
         let name = |row: usize| ids.value(row);
-        if dimension != self.info.dimension {
+        if dimension != self.staging.info.dimension {
             let who = if batch.num_rows() > 0 {
                 format!("record '{}'", name(0))
             } else {
@@ -170,7 +305,7 @@ impl LoadSession<'_> {
             };
             return Err(PluginError::invalid_input(format!(
                 "{who} has {dimension} dimensions, collection '{}' has {}",
-                self.dir.name, self.info.dimension
+                self.staging.dir.name, self.staging.info.dimension
             )));
         }
         let embeddings = batch.column(3).as_fixed_size_list();
@@ -209,18 +344,11 @@ impl LoadSession<'_> {
         let writer = match &mut self.current {
             Some(writer) => writer,
             None => {
-                let writer = self.new_writer()?;
+                let writer = self.staging.new_writer()?;
                 self.current.insert(writer)
             }
         };
         writer.write(batch)
-    }
-
-    fn new_writer(&mut self) -> Result<PartWriter, PluginError> {
-        let writer = PartWriter::create(self.dir, self.next_number, &self.info, self.compression)?;
-        self.next_number += 1;
-        self.created.extend(writer.paths());
-        Ok(writer)
     }
 
     fn close_segment(&mut self) -> Result<(), PluginError> {
@@ -230,109 +358,45 @@ impl LoadSession<'_> {
         Ok(())
     }
 
-    /// Drops replaced rows, then swaps the manifest: the one step that makes the load visible.
+    /// Drops replaced rows, then swaps the manifest.
     fn commit(mut self, existing: Option<Manifest>) -> Result<LoadSummary, PluginError> {
         self.close_segment()?;
         let mut parts = Vec::new();
         // Files that stop being part of the collection once the new manifest is in place.
-        let mut retired_committed = Vec::new();
-        let mut retired_new = Vec::new();
+        let mut retired = Vec::new();
         let committed = existing.map(|m| m.parts).unwrap_or_default();
-        for part in committed {
-            // A committed row is replaced by any row of this load with its id.
-            let outcome = self.without_replaced(&part, |_| true)?;
+        let segments = std::mem::take(&mut self.segments).into_iter().enumerate();
+        // A committed row is replaced by any row of this load with its id; a row of segment
+        // `index`, when its id's latest row is in a later segment.
+        let candidates = committed
+            .into_iter()
+            .map(|part| (part, None))
+            .chain(segments.map(|(index, part)| (part, Some(index))));
+        for (part, segment) in candidates {
+            let seen = &self.seen;
+            let outcome = if seen.is_empty() {
+                Some(part.clone())
+            } else {
+                self.staging
+                    .without(&part, |id| seen.get(id).is_some_and(|&latest| segment != Some(latest)))?
+            };
             if outcome.as_ref() != Some(&part) {
-                retired_committed.push(self.dir.part_path(&part.file));
+                retired.push(self.staging.dir.part_path(&part.file));
             }
             parts.extend(outcome);
         }
-        for (index, part) in std::mem::take(&mut self.segments).into_iter().enumerate() {
-            // A row of segment `index` is replaced when its id's latest row is in a later one.
-            let outcome = self.without_replaced(&part, |latest| latest != index)?;
-            if outcome.as_ref() != Some(&part) {
-                retired_new.push(self.dir.part_path(&part.file));
-            }
-            parts.extend(outcome);
-        }
-        // Listing parts by number makes the read order the file-name order, which is the order
-        // DuckDB and pyarrow read a directory in: untouched parts, then this load's, copies last.
-        parts.sort_by_key(|p| parse_part_number(&p.file));
-        sync_dir(&self.dir.path)?;
-        let staged = self.dir.stage_manifest(&Manifest {
-            collection: self.info.clone(),
-            parts,
-        })?;
-        // From the rename on, the new parts may be listed: a failure must leave them in place
-        // (at worst as orphans for the next writer), never remove them.
-        self.created.clear();
-        self.dir.commit_manifest(&staged)?;
-        for path in retired_committed.iter().chain(&retired_new) {
-            remove_quietly(path);
-        }
+        self.staging.commit(parts, &retired)?;
         Ok(LoadSummary {
             records_written: self.received,
         })
-    }
-
-    /// `part` without the rows `replaced` says are superseded (it gets the segment holding the
-    /// latest row of the id): the part itself when no row is, a new copy when some rows are,
-    /// `None` when all are.
-    fn without_replaced(
-        &mut self,
-        part: &PartEntry,
-        replaced: impl Fn(usize) -> bool,
-    ) -> Result<Option<PartEntry>, PluginError> {
-        if self.seen.is_empty() {
-            return Ok(Some(part.clone()));
-        }
-        let path = self.dir.part_path(&part.file);
-        let dimension = self.info.dimension;
-        let is_replaced = |seen: &HashMap<String, usize>, id: Option<&str>| {
-            id.and_then(|id| seen.get(id)).is_some_and(|&latest| replaced(latest))
-        };
-        // A cheap scan of the id column decides whether the part must be copied at all.
-        let mut replaced_rows = 0u64;
-        for batch in OpenPart::open(&path, part.rows, dimension)?.reader(Columns::Ids, None, REWRITE_BATCH_ROWS)? {
-            let batch = batch?;
-            let ids = batch.column(0).as_string::<i32>();
-            replaced_rows += ids.iter().filter(|&id| is_replaced(&self.seen, id)).count() as u64;
-        }
-        if replaced_rows == 0 {
-            return Ok(Some(part.clone()));
-        }
-        if replaced_rows == part.rows {
-            return Ok(None);
-        }
-        let mut writer = self.new_writer()?;
-        let reader = OpenPart::open(&path, part.rows, dimension)?.reader(Columns::All, None, REWRITE_BATCH_ROWS)?;
-        for batch in reader {
-            let batch = batch?;
-            let ids = batch.column(0).as_string::<i32>();
-            let keep: BooleanArray = ids.iter().map(|id| Some(!is_replaced(&self.seen, id))).collect();
-            let kept = filter_record_batch(&batch, &keep)
-                .map_err(|e| PluginError::new(ErrorCode::Internal, format!("{}: {e}", path.display())))?;
-            writer.write(&kept)?;
-        }
-        let copy = writer.finish()?;
-        if copy.rows != part.rows - replaced_rows {
-            return Err(PluginError::corrupt(format!(
-                "{}: copied {} rows, expected {}",
-                path.display(),
-                copy.rows,
-                part.rows - replaced_rows
-            )));
-        }
-        Ok(Some(copy))
     }
 }
 
 impl Drop for LoadSession<'_> {
     fn drop(&mut self) {
+        // Closes the open file; the staging, dropped after this, removes it and the others.
         if let Some(writer) = self.current.take() {
             writer.abandon();
-        }
-        for path in &self.created {
-            remove_quietly(path);
         }
     }
 }
@@ -555,6 +619,89 @@ mod tests {
         assert_eq!(error.message, "record 'z': metadata must be a JSON object");
         assert_eq!(contents(&store), pairs(&[("a", 1), ("b", 1)]));
         assert_eq!(part_files(&store), vec!["part-000001.parquet"]);
+    }
+
+    fn ids(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|id| (*id).to_owned()).collect()
+    }
+
+    #[test]
+    fn delete_rewrites_only_the_parts_holding_a_deleted_id() {
+        let (_root, store) = store();
+        load(&store, LoadMode::Create, &[&[("a", 1), ("b", 1)]]).expect("creates");
+        load(&store, LoadMode::Append, &[&[("c", 1)]]).expect("appends");
+        load(&store, LoadMode::Append, &[&[("d", 1), ("e", 1)]]).expect("appends");
+        assert_eq!(store.delete("docs", &ids(&["b", "c", "zz", "b"])), Ok(2));
+        // Part 3 is untouched and keeps its place, part 1 was copied without b (as part 4, so
+        // it is read last), part 2 held only c.
+        assert_eq!(contents(&store), pairs(&[("d", 1), ("e", 1), ("a", 1)]));
+        assert_eq!(part_files(&store), vec!["part-000003.parquet", "part-000004.parquet"]);
+        assert_eq!(store.count("docs"), Ok(3));
+
+        let manifest = CollectionDir::new(&store.root, "docs")
+            .expect("valid name")
+            .manifest_path();
+        let committed = fs::read(&manifest).expect("reads");
+        assert_eq!(store.delete("docs", &ids(&["b", "c"])), Ok(0));
+        assert_eq!(store.delete("docs", &[]), Ok(0));
+        assert_eq!(
+            fs::read(&manifest).expect("reads"),
+            committed,
+            "nothing to delete, nothing written"
+        );
+        assert_eq!(part_files(&store), vec!["part-000003.parquet", "part-000004.parquet"]);
+
+        assert_eq!(load(&store, LoadMode::Upsert, &[&[("b", 2)]]), Ok(1));
+        assert_eq!(contents(&store), pairs(&[("d", 1), ("e", 1), ("a", 1), ("b", 2)]));
+    }
+
+    #[test]
+    fn deleting_every_record_leaves_an_empty_collection() {
+        let (_root, store) = store();
+        load(&store, LoadMode::Create, &[&[("a", 1), ("b", 1)]]).expect("creates");
+        load(&store, LoadMode::Append, &[&[("c", 1)]]).expect("appends");
+        assert_eq!(store.delete("docs", &ids(&["c", "a", "b"])), Ok(3));
+        assert_eq!(store.list_collections(), Ok(vec!["docs".to_owned()]));
+        assert_eq!(store.describe("docs").map(|info| info.count), Ok(0));
+        assert!(contents(&store).is_empty());
+        assert!(part_files(&store).is_empty());
+        assert_eq!(load(&store, LoadMode::Append, &[&[("a", 2)]]), Ok(1));
+        assert_eq!(contents(&store), pairs(&[("a", 2)]));
+    }
+
+    #[test]
+    fn deleting_from_a_missing_collection_is_not_found_and_creates_nothing() {
+        let (root, store) = store();
+        let error = store.delete("docs", &ids(&["a"])).expect_err("missing");
+        assert_eq!(error.code, ErrorCode::NotFound);
+        assert_eq!(
+            error.message,
+            format!("no collection 'docs' in {}", root.path().display())
+        );
+        assert!(!root.path().join("docs").exists());
+    }
+
+    #[test]
+    fn a_failed_delete_keeps_the_previous_version() {
+        let (_root, store) = store();
+        load(&store, LoadMode::Create, &[&[("a", 1), ("b", 1)]]).expect("creates");
+        load(&store, LoadMode::Append, &[&[("c", 1), ("d", 1)]]).expect("appends");
+        let manifest = CollectionDir::new(&store.root, "docs")
+            .expect("valid name")
+            .manifest_path();
+        let committed = fs::read(&manifest).expect("reads");
+        // Part 1 is copied without a before part 2, truncated, fails to open.
+        let second = store.root.join("docs").join("part-000002.parquet");
+        let intact = fs::read(&second).expect("reads");
+        fs::write(&second, &intact[..intact.len() - 10]).expect("truncates");
+        let error = store.delete("docs", &ids(&["a", "c"])).expect_err("a damaged part");
+        assert_eq!(error.code, ErrorCode::Corrupt, "{error}");
+        assert_eq!(fs::read(&manifest).expect("reads"), committed);
+        assert_eq!(part_files(&store), vec!["part-000001.parquet", "part-000002.parquet"]);
+        fs::write(&second, &intact).expect("restores");
+        assert_eq!(contents(&store), pairs(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)]));
+        assert_eq!(store.delete("docs", &ids(&["a", "c"])), Ok(2));
+        assert_eq!(contents(&store), pairs(&[("b", 1), ("d", 1)]));
     }
 
     #[test]

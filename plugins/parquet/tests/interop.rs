@@ -1,5 +1,6 @@
-//! Interop with the Python data stack: pandas and DuckDB read what ragged wrote exactly, and
-//! ragged reads exactly what pyarrow wrote once a `_collection.json` lists the parts.
+//! Interop with the Python data stack: pandas and DuckDB read what ragged wrote exactly (also
+//! after a delete), and ragged reads exactly what pyarrow wrote once a `_collection.json` lists
+//! the parts.
 //! Needs the venv `cargo xtask venv` prepares; see `ragged_interop::venv_python`.
 
 use std::path::Path;
@@ -120,6 +121,48 @@ fn pandas_and_duckdb_read_what_ragged_wrote_exactly() {
     );
     let dumped: Value = serde_json::from_str(&std::fs::read_to_string(out).expect("dump")).expect("json");
     assert_eq!(dumped, as_json(&records()));
+}
+
+#[test]
+fn pandas_and_duckdb_see_exactly_the_records_a_delete_left() {
+    let Some(python) = ragged_interop::venv_python("parquet") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path(), Access::ReadWrite);
+    let all = records();
+    for (mode, half) in [(LoadMode::Create, &all[..150]), (LoadMode::Append, &all[150..])] {
+        let info: CollectionInfo =
+            serde_json::from_value(json!({"name": "notes", "dimension": DIMENSION, "metric": "l2"})).expect("info");
+        let batch = records_to_batch(half, DIMENSION as u32).expect("batch");
+        let stream = BatchStream::from_batches(canonical_schema(DIMENSION as u32), vec![batch]);
+        store
+            .load(&LoadRequest { collection: info, mode }, stream)
+            .expect("loads");
+    }
+    // Every 7th record of the first part (the unicode id among them), none of the second.
+    let doomed: Vec<String> = all[..150]
+        .iter()
+        .step_by(7)
+        .map(|r| r.id.clone())
+        .chain(["rec-9999".to_owned()])
+        .collect();
+    assert_eq!(store.delete("notes", &doomed), Ok(22));
+    let kept: Vec<Record> = all.iter().filter(|r| !doomed.contains(&r.id)).cloned().collect();
+
+    let out = dir.path().join("dump.json");
+    tool(
+        &python,
+        &[
+            "dump",
+            &dir.path().join("notes").display().to_string(),
+            &out.display().to_string(),
+        ],
+    );
+    let dumped: Value = serde_json::from_str(&std::fs::read_to_string(out).expect("dump")).expect("json");
+    // The untouched second part now comes first, the first part's copy after it.
+    let expected = [&kept[128..], &kept[..128]].concat();
+    assert_eq!(dumped, as_json(&expected));
 }
 
 #[test]

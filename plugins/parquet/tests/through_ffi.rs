@@ -391,6 +391,13 @@ fn a_read_only_store_refuses_writes_and_changes_nothing() {
     assert_eq!(error.code, ErrorCode::ReadOnly);
     let error = store.drop_collection("docs").expect_err("read-only");
     assert_eq!(error.code, ErrorCode::ReadOnly);
+    let error = store.delete("docs", &["r001".to_owned()]).expect_err("read-only");
+    assert_eq!(error.code, ErrorCode::ReadOnly);
+    assert!(
+        error.message.contains("open read-only, so delete is refused"),
+        "{}",
+        error.message
+    );
     // Every reading operation, for good measure.
     assert_eq!(store.list_collections(), Ok(vec!["docs".to_owned()]));
     assert_eq!(store.count("docs"), Ok(47));
@@ -619,6 +626,83 @@ fn storage_and_files_describe_what_is_on_disk() {
         report.vectors_bytes + report.documents_bytes < report.total_bytes,
         "{report:?}"
     );
+}
+
+/// Records sorted by id, to compare contents whatever the part order.
+fn by_id(mut records: Vec<Record>) -> Vec<Record> {
+    records.sort_by(|a, b| a.id.cmp(&b.id));
+    records
+}
+
+#[test]
+fn deleted_records_leave_every_read_and_the_rest_stay_bit_exact() {
+    let (root, store, records) = four_parts();
+    // From three of the four parts; part 3 holds r030 alone.
+    let doomed = ["r000", "r012", "r020", "r030", "missing", "r020"];
+    let doomed: Vec<String> = doomed.iter().map(|id| (*id).to_owned()).collect();
+    assert_eq!(store.delete("docs", &doomed), Ok(4));
+    let remaining: Vec<Record> = records.iter().filter(|r| !doomed.contains(&r.id)).cloned().collect();
+    assert_eq!(store.count("docs"), Ok(43));
+    assert_eq!(store.describe("docs").map(|info| info.count), Ok(43));
+    let all = extract(&*store, "docs", 0, 9);
+    assert_bit_exact(&by_id(all.clone()), &remaining);
+    assert_eq!(extract(&*store, "docs", 40, 9), all[40..].to_vec());
+    let fetched = drain(store.fetch("docs", &doomed).expect("fetches"));
+    assert!(fetched.is_empty(), "{:?}", ids(&fetched));
+    let fetched = drain(
+        store
+            .fetch("docs", &["r001".to_owned(), "r000".to_owned()])
+            .expect("fetches"),
+    );
+    assert_bit_exact(&fetched, &records[1..2]);
+    for record in &records[..31] {
+        let hits = store.query("docs", &record.embedding, 47).expect("queries");
+        assert_eq!(hits.len(), 43);
+        assert!(hits.iter().all(|hit| !doomed.contains(&hit.id)), "{hits:?}");
+    }
+    assert_eq!(drain(store.sample("docs", 100, 7).expect("samples")).len(), 43);
+    assert_eq!(store.storage("docs").expect("measures").records, 43);
+    // Only listed parts remain on disk, so a directory reader sees the same records.
+    let on_disk: Vec<String> = fs::read_dir(root.path().join("docs"))
+        .expect("lists")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("part-"))
+        .collect();
+    assert_eq!(store.files("docs").expect("lists").len(), on_disk.len() + 1);
+
+    // Deleting again finds nothing; loading a deleted id brings it back.
+    assert_eq!(store.delete("docs", &doomed), Ok(0));
+    let docs = info("docs", 3, DistanceMetric::L2);
+    assert_eq!(
+        load(&*store, &docs, LoadMode::Upsert, &[&records[..1], &records[30..31]]),
+        Ok(2)
+    );
+    assert_eq!(store.count("docs"), Ok(45));
+    let back = drain(
+        store
+            .fetch("docs", &["r030".to_owned(), "r000".to_owned()])
+            .expect("fetches"),
+    );
+    assert_bit_exact(&back, &[records[30].clone(), records[0].clone()]);
+}
+
+#[test]
+fn deleting_every_record_leaves_an_empty_collection_that_loads_again() {
+    let (_root, store, records) = four_parts();
+    let every: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(store.delete("docs", &every), Ok(47));
+    assert_eq!(store.list_collections(), Ok(vec!["docs".to_owned()]));
+    let described = store.describe("docs").expect("describes");
+    assert_eq!((described.dimension, described.count), (3, 0));
+    assert!(extract(&*store, "docs", 0, 10).is_empty());
+    assert!(store.query("docs", &[0.0, 0.0, 0.0], 5).expect("queries").is_empty());
+    assert_eq!(store.files("docs").expect("lists").len(), 1, "only the manifest");
+    assert_eq!(store.delete("docs", &every), Ok(0));
+    let docs = info("docs", 3, DistanceMetric::L2);
+    assert_eq!(load(&*store, &docs, LoadMode::Append, &[&records[5..7]]), Ok(2));
+    assert_bit_exact(&extract(&*store, "docs", 0, 10), &records[5..7]);
+    let error = store.delete("nope", &every).expect_err("no collection");
+    assert_eq!(error.code, ErrorCode::NotFound);
 }
 
 #[test]

@@ -10,6 +10,9 @@ Commands (all paths absolute; JSON floats are exchanged as float32/float64 bit p
       Writes every row as lancedb returns it (tbl.to_arrow()), the schema and its metadata,
       the version, tags and indices; for each query in QUERIES_JSON ({"vectors": [[bits...]], "k": K,
       "where": SQL|null}) the ids `tbl.search(v).limit(k)` returns, in order.
+
+  delete DB TABLE IDS_JSON
+      Deletes the rows whose `id` is in the JSON list, with `tbl.delete(...)`.
 """
 
 import json
@@ -147,11 +150,21 @@ def dump(db_path, table_name, out_path, queries_path=None):
         json.dump(result, f)
 
 
+def delete(db_path, table_name, ids_path):
+    with open(ids_path) as f:
+        ids = json.load(f)
+    tbl = lancedb.connect(db_path).open_table(table_name)
+    quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+    tbl.delete(f"id IN ({quoted})")
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "build":
         build(*args)
     elif command == "dump":
         dump(*args)
+    elif command == "delete":
+        delete(*args)
     else:
         raise SystemExit(f"unknown command {command}")
