@@ -28,20 +28,12 @@ pub enum LoadError {
         path: PathBuf,
     },
     /// The plugin was built against an interface version this host cannot use.
-    #[error(
-        "{}: the plugin was built against plugin interface {plugin}, but this ragged implements interface {host}; \
-         rebuild the plugin against ragged-plugin-api {host_major}.x, or use a ragged whose interface is {plugin_major}.x",
-        path.display(),
-        host_major = major(host),
-        plugin_major = major(plugin)
-    )]
+    #[error("{}: the plugin was {reason}", path.display())]
     IncompatibleInterface {
         /// The library.
         path: PathBuf,
-        /// The interface version the plugin was built against.
-        plugin: String,
-        /// The host's interface version.
-        host: String,
+        /// Which versions and the fix, from [`interface_incompatibility`].
+        reason: String,
     },
     /// The versions agree but the type layouts do not (a plugin built from a modified interface).
     #[error("{}: the plugin's interface layout differs from this host's: {detail}", path.display())]
@@ -53,8 +45,33 @@ pub enum LoadError {
     },
 }
 
-fn major(version: &str) -> &str {
-    version.split('.').next().unwrap_or(version)
+/// Why a plugin built against interface `plugin` cannot load in this host, if it cannot.
+///
+/// The major versions must agree (for 0.x, the minors too), and the plugin's minor version must
+/// be this host's or newer: abi_stable refuses a vtable shorter than the host's
+/// (abi_stable_crates issue #118), so a plugin built before an operation was added cannot load in
+/// a host that has it. A newer plugin loads; the host never calls what it does not know.
+pub fn interface_incompatibility(plugin: &str) -> Option<String> {
+    let host = INTERFACE_VERSION;
+    let (Ok(plugin_version), Ok(host_version)) = (semver::Version::parse(plugin), semver::Version::parse(host)) else {
+        return Some(format!(
+            "built against interface version '{plugin}', which is not a semver version"
+        ));
+    };
+    let (major, minor) = (host_version.major, host_version.minor);
+    if plugin_version.major != major || (major == 0 && plugin_version.minor != minor) {
+        return Some(format!(
+            "built against plugin interface {plugin}, but this ragged implements interface {host}; \
+             rebuild the plugin against ragged-plugin-api {major}.x, or use a ragged whose interface is {}.x",
+            plugin_version.major
+        ));
+    }
+    (plugin_version.minor < minor).then(|| {
+        format!(
+            "built against plugin interface {plugin}, older than this ragged's interface {host}, whose \
+             operations it lacks; rebuild the plugin against ragged-plugin-api {major}.{minor} or later"
+        )
+    })
 }
 
 /// A loaded plugin library.
@@ -81,13 +98,21 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
             reason: other.to_string(),
         },
     })?;
+    let plugin_interface = header.version_strings().version.to_string();
+    // Checked before abi_stable's own checks, whose refusal of an older minor is a layout dump.
+    if let Some(reason) = interface_incompatibility(&plugin_interface) {
+        return Err(LoadError::IncompatibleInterface {
+            path: path.to_owned(),
+            reason,
+        });
+    }
     let module = header
         .init_root_module::<PluginModuleRef>()
         .map_err(|error| match error {
             LibraryError::IncompatibleVersionNumber { actual_version, .. } => LoadError::IncompatibleInterface {
                 path: path.to_owned(),
-                plugin: actual_version.to_string(),
-                host: INTERFACE_VERSION.to_owned(),
+                reason: interface_incompatibility(&actual_version.to_string())
+                    .unwrap_or_else(|| format!("built against plugin interface {actual_version}")),
             },
             LibraryError::AbiInstability(detail) => LoadError::Layout {
                 path: path.to_owned(),
@@ -98,7 +123,6 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, LoadError> {
                 reason: other.to_string(),
             },
         })?;
-    let plugin_interface = header.version_strings().version.to_string();
     Ok(LoadedPlugin {
         info: read_info(module, &plugin_interface),
         module,

@@ -1,5 +1,6 @@
 //! A plugin built against an incompatible interface version is refused with a message naming both
-//! versions and the fix, at packaging, at install and at load; the host keeps working.
+//! versions and the fix, at packaging, at install and at load; the host keeps working. So is a
+//! plugin built against an older minor version, whose vtable lacks what the host's has.
 
 use std::path::Path;
 
@@ -46,6 +47,73 @@ fn interface_copy(version: &str, dest: &Path) {
         .replace("[lints]\nworkspace = true\n", "")
         + "\n[workspace]\n";
     std::fs::write(dest.join("Cargo.toml"), manifest).unwrap();
+}
+
+/// Turns a copy of the interface into interface 1.0: the vtable ends at `drop_collection`.
+fn downgrade_to_1_0(api: &Path) {
+    let ffi = api.join("src/ffi/mod.rs");
+    let mut text = std::fs::read_to_string(&ffi).unwrap();
+    // Each piece must be found: when the interface changes, this test must be updated, not pass.
+    for piece in [
+        "    /// Added in 1.1. Hosts refuse plugins built against an older minor (`host::interface_incompatibility`),\n    /// so every loaded vtable has this entry.\n    fn delete(&self, collection: RStr<'_>, ids: RVec<RString>) -> RResult<u64, FfiError>;\n",
+        "\n    fn delete(&self, collection: RStr<'_>, ids: RVec<RString>) -> RResult<u64, FfiError> {\n        guard(\"delete\", || {\n            let ids: Vec<String> = ids.into_iter().map(String::from).collect();\n            self.0.delete(collection.as_str(), &ids)\n        })\n    }\n",
+        "\n    fn delete(&self, collection: &str, ids: &[String]) -> Result<u64, PluginError> {\n        let ids: RVec<RString> = ids.iter().map(|id| RString::from(id.as_str())).collect();\n        reply(self.inner.delete(collection.into(), ids))\n    }\n",
+    ] {
+        assert!(
+            text.contains(piece),
+            "the 1.1 addition changed; update this test:\n{piece}"
+        );
+        text = text.replace(piece, "");
+    }
+    std::fs::write(&ffi, text).unwrap();
+}
+
+#[test]
+fn a_plugin_built_against_interface_1_0_is_refused_with_the_fix() {
+    let env = TestEnv::new();
+    let api = env.path("api-1.0");
+    interface_copy("1.0.0", &api);
+    downgrade_to_1_0(&api);
+    env.ragged(&[
+        "plugin",
+        "new",
+        "older",
+        "--path",
+        &env.path("older").display().to_string(),
+        "--api-path",
+        &api.display().to_string(),
+    ])
+    .ok();
+    let library = build_out_of_tree(&env.path("older"), "ragged_plugin_older");
+    env.ragged(&[
+        "plugin",
+        "package",
+        &library.display().to_string(),
+        "--out",
+        &env.path("dist").display().to_string(),
+    ])
+    .code(2)
+    .stderr_has("built against plugin interface 1.0.0, older than this ragged's interface 1.1.0")
+    .stderr_has("rebuild the plugin against ragged-plugin-api 1.1 or later");
+
+    // Installed by hand with a manifest that claims 1.1.0: the library itself is checked at load,
+    // and the refusal names the versions (not abi_stable's layout dump).
+    let dir = env.user_plugin_dir().join("older");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file_name = library.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::copy(&library, dir.join(&file_name)).unwrap();
+    let sha = ragged::plugin_manager::sha256_file(&library).unwrap();
+    let manifest = format!(
+        "name = \"older\"\nversion = \"0.1.0\"\ndescription = \"d\"\ninterface = \"1.1.0\"\ntarget = \"{}\"\n\
+         platforms = [\"{}\"]\ncapabilities = [\"read\"]\nlibrary = \"{file_name}\"\nsha256 = \"{sha}\"\n",
+        ragged_plugin_target(),
+        std::env::consts::OS
+    );
+    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+    let run = env.ragged(&["backend", "collections", &env.store("older", "s")]);
+    run.code(2).stderr_has("plugin interface 1.0.0, older than");
+    assert!(!run.stderr().contains("Layout"), "{}", run.stderr());
+    env.ragged(&["plugin", "list"]).ok().stdout_has("parquet");
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -96,7 +164,7 @@ fn a_plugin_built_against_interface_2_is_refused_everywhere() {
     std::fs::copy(&library, dir.join(&file_name)).unwrap();
     let sha = ragged::plugin_manager::sha256_file(&library).unwrap();
     let manifest = format!(
-        "name = \"future\"\nversion = \"0.1.0\"\ndescription = \"d\"\ninterface = \"1.0.0\"\ntarget = \"{}\"\n\
+        "name = \"future\"\nversion = \"0.1.0\"\ndescription = \"d\"\ninterface = \"1.1.0\"\ntarget = \"{}\"\n\
          platforms = [\"{}\"]\ncapabilities = [\"read\"]\nlibrary = \"{file_name}\"\nsha256 = \"{sha}\"\n",
         ragged_plugin_target(),
         std::env::consts::OS

@@ -109,23 +109,7 @@ impl Manifest {
     }
 }
 
-/// Why a plugin built against interface `plugin` cannot load in this host, if it cannot. The rule
-/// is abi_stable's: same major version (for 0.x, same minor).
-pub fn interface_incompatibility(plugin: &str) -> Option<String> {
-    let host = ragged_plugin_api::INTERFACE_VERSION;
-    let (Ok(plugin_version), Ok(host_version)) = (semver::Version::parse(plugin), semver::Version::parse(host)) else {
-        return Some(format!("interface version '{plugin}' is not a semver version"));
-    };
-    let compatible = plugin_version.major == host_version.major
-        && (host_version.major != 0 || plugin_version.minor == host_version.minor);
-    (!compatible).then(|| {
-        format!(
-            "built against plugin interface {plugin}, but this ragged implements interface {host}; \
-             rebuild the plugin against ragged-plugin-api {}.x",
-            host_version.major
-        )
-    })
-}
+pub use ragged_plugin_api::host::interface_incompatibility;
 
 /// Whether `os`/`arch` is in a `platforms` list of `os` or `os-arch` entries.
 pub fn platform_supported(platforms: &[String], os: &str, arch: &str) -> bool {
@@ -161,9 +145,12 @@ mod tests {
     }
 
     #[test]
-    fn interface_versions_follow_the_major_rule() {
+    fn interface_versions_follow_the_major_and_minor_rules() {
         assert_eq!(interface_incompatibility(ragged_plugin_api::INTERFACE_VERSION), None);
         assert_eq!(interface_incompatibility("1.7.3"), None);
+        let older = interface_incompatibility("1.0.0").expect("an older minor is refused");
+        assert!(older.contains("older than this ragged's interface 1.1.0"), "{older}");
+        assert!(older.contains("ragged-plugin-api 1.1 or later"), "{older}");
         let refusal = interface_incompatibility("2.0.0").expect("another major is refused");
         assert!(refusal.contains("built against plugin interface 2.0.0"), "{refusal}");
         assert!(

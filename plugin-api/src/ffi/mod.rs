@@ -100,11 +100,9 @@ pub trait FfiStore: Send + Sync {
     // Methods added in later 1.x versions go below this line, each with a default body.
     #[sabi(last_prefix_field)]
     fn drop_collection(&self, collection: RStr<'_>) -> RResult<(), FfiError>;
-    /// 1.1. A 1.0 plugin's vtable ends before this entry, so the host gets this default body.
-    fn delete(&self, collection: RStr<'_>, ids: RVec<RString>) -> RResult<u64, FfiError> {
-        let _ = (collection, ids);
-        RResult::RErr(PluginError::unsupported("delete").into())
-    }
+    /// Added in 1.1. Hosts refuse plugins built against an older minor (`host::interface_incompatibility`),
+    /// so every loaded vtable has this entry.
+    fn delete(&self, collection: RStr<'_>, ids: RVec<RString>) -> RResult<u64, FfiError>;
 }
 
 /// The boxed trait object a plugin hands to the host.
