@@ -191,6 +191,10 @@ pub fn sync_collection(
         on_progress(done, total);
     }
 
+    if !interrupted {
+        // A baseline read from the target is worth keeping even when nothing had to be written.
+        save(&state_file, &state)?;
+    }
     let verification = match (&options.verify, interrupted) {
         (Some(verify_options), false) => Some(verify::compare_collection(source, target, collection, verify_options)?),
         _ => None,
