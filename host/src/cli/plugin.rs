@@ -138,7 +138,7 @@ fn list(ctx: &Context, json: bool) -> Result<u8> {
         return Ok(EXIT_OK);
     }
     let mut text = format!(
-        "{:<10} {:<9} {:<10} {:<8} {:<44} {}\n",
+        "{:<10} {:<9} {:<10} {:<8} {:<52} {}\n",
         "NAME", "VERSION", "INTERFACE", "STATUS", "CAPABILITIES", "PATH"
     );
     for entry in &entries {
@@ -152,7 +152,7 @@ fn list(ctx: &Context, json: bool) -> Result<u8> {
             Status::Shadowed(_) => "shadowed",
         };
         text.push_str(&format!(
-            "{:<10} {:<9} {:<10} {:<8} {:<44} {}\n",
+            "{:<10} {:<9} {:<10} {:<8} {:<52} {}\n",
             entry.name,
             version,
             interface,
