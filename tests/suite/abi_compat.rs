@@ -2,7 +2,7 @@
 //! versions and the fix, at packaging, at install and at load; the host keeps working. So is a
 //! plugin built against an older minor version, whose vtable lacks what the host's has.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ragged_tests::{TestEnv, build_out_of_tree, workspace_root};
 
@@ -74,17 +74,7 @@ fn a_plugin_built_against_interface_1_0_is_refused_with_the_fix() {
     let api = env.path("api-1.0");
     interface_copy("1.0.0", &api);
     downgrade_to_1_0(&api);
-    env.ragged(&[
-        "plugin",
-        "new",
-        "older",
-        "--path",
-        &env.path("older").display().to_string(),
-        "--api-path",
-        &api.display().to_string(),
-    ])
-    .ok();
-    let library = build_out_of_tree(&env.path("older"), "ragged_plugin_older");
+    let library = build_against(&env, &api, "older");
     env.ragged(&[
         "plugin",
         "package",
@@ -98,22 +88,45 @@ fn a_plugin_built_against_interface_1_0_is_refused_with_the_fix() {
 
     // Installed by hand with a manifest that claims 1.1.0: the library itself is checked at load,
     // and the refusal names the versions (not abi_stable's layout dump).
-    let dir = env.user_plugin_dir().join("older");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file_name = library.file_name().unwrap().to_string_lossy().into_owned();
-    std::fs::copy(&library, dir.join(&file_name)).unwrap();
-    let sha = ragged::plugin_manager::sha256_file(&library).unwrap();
-    let manifest = format!(
-        "name = \"older\"\nversion = \"0.1.0\"\ndescription = \"d\"\ninterface = \"1.1.0\"\ntarget = \"{}\"\n\
-         platforms = [\"{}\"]\ncapabilities = [\"read\"]\nlibrary = \"{file_name}\"\nsha256 = \"{sha}\"\n",
-        ragged_plugin_target(),
-        std::env::consts::OS
-    );
-    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+    install_claiming_this_interface(&env, "older", &library);
     let run = env.ragged(&["backend", "collections", &env.store("older", "s")]);
     run.code(2).stderr_has("plugin interface 1.0.0, older than");
     assert!(!run.stderr().contains("Layout"), "{}", run.stderr());
     env.ragged(&["plugin", "list"]).ok().stdout_has("parquet");
+}
+
+/// `ragged plugin new NAME` against the interface copy at `api`, built out of tree.
+fn build_against(env: &TestEnv, api: &Path, name: &str) -> PathBuf {
+    let crate_dir = env.path(name);
+    env.ragged(&[
+        "plugin",
+        "new",
+        name,
+        "--path",
+        &crate_dir.display().to_string(),
+        "--api-path",
+        &api.display().to_string(),
+    ])
+    .ok();
+    build_out_of_tree(&crate_dir, &format!("ragged_plugin_{name}"))
+}
+
+/// Installs `library` by hand with a manifest that claims this host's interface version, as a
+/// plugin directory that lies about it would: only the library itself can tell.
+fn install_claiming_this_interface(env: &TestEnv, name: &str, library: &Path) {
+    let dir = env.user_plugin_dir().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file_name = library.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::copy(library, dir.join(&file_name)).unwrap();
+    let sha = ragged::plugin_manager::sha256_file(library).unwrap();
+    let manifest = format!(
+        "name = \"{name}\"\nversion = \"0.1.0\"\ndescription = \"d\"\ninterface = \"{}\"\ntarget = \"{}\"\n\
+         platforms = [\"{}\"]\ncapabilities = [\"read\"]\nlibrary = \"{file_name}\"\nsha256 = \"{sha}\"\n",
+        ragged_plugin_api::INTERFACE_VERSION,
+        ragged_plugin_target(),
+        std::env::consts::OS
+    );
+    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -133,17 +146,7 @@ fn copy_tree(from: &Path, to: &Path) {
 fn a_plugin_built_against_interface_2_is_refused_everywhere() {
     let env = TestEnv::new();
     interface_copy("2.0.0", &env.path("api-2"));
-    env.ragged(&[
-        "plugin",
-        "new",
-        "future",
-        "--path",
-        &env.path("future").display().to_string(),
-        "--api-path",
-        &env.path("api-2").display().to_string(),
-    ])
-    .ok();
-    let library = build_out_of_tree(&env.path("future"), "ragged_plugin_future");
+    let library = build_against(&env, &env.path("api-2"), "future");
 
     // Packaging loads the library first.
     env.ragged(&[
@@ -158,18 +161,7 @@ fn a_plugin_built_against_interface_2_is_refused_everywhere() {
     .stderr_has("rebuild the plugin against ragged-plugin-api 1.x");
 
     // A plugin directory that lies about its interface is caught when the library is loaded.
-    let dir = env.user_plugin_dir().join("future");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file_name = library.file_name().unwrap().to_string_lossy().into_owned();
-    std::fs::copy(&library, dir.join(&file_name)).unwrap();
-    let sha = ragged::plugin_manager::sha256_file(&library).unwrap();
-    let manifest = format!(
-        "name = \"future\"\nversion = \"0.1.0\"\ndescription = \"d\"\ninterface = \"1.1.0\"\ntarget = \"{}\"\n\
-         platforms = [\"{}\"]\ncapabilities = [\"read\"]\nlibrary = \"{file_name}\"\nsha256 = \"{sha}\"\n",
-        ragged_plugin_target(),
-        std::env::consts::OS
-    );
-    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+    install_claiming_this_interface(&env, "future", &library);
     let listed = env.ragged(&["plugin", "list", "--json"]).ok().json();
     let future = listed
         .as_array()

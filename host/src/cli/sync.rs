@@ -68,15 +68,33 @@ Deletes from every store named, like ingest: what a store cannot delete goes to 
 
 Exit codes: 0 deleted everywhere, 1 some deletions are queued in the retry file, 2 error.";
 
+/// The two stores of a sync and the collections synced.
 #[derive(Debug, Args)]
-pub(crate) struct SyncArgs {
-    /// The store to copy changes from (opened read-only): BACKEND:LOCATION or a configured name.
+struct SyncPair {
+    /// The store changes come from, opened read-only: BACKEND:LOCATION or a configured name.
     source: String,
     /// The store brought up to date.
     target: String,
-    /// Sync only this collection (repeatable; default: all of the source's).
+    /// Only this collection (repeatable; default: all of the source's).
     #[arg(long = "collection", value_name = "NAME")]
     collections: Vec<String>,
+    #[command(flatten)]
+    options: StoreOptionArgs,
+}
+
+impl SyncPair {
+    fn open(&self, ctx: &Context) -> Result<(Store, Store)> {
+        Ok((
+            open_store(ctx, &self.source, &self.options.source_options, Access::ReadOnly)?,
+            open_store(ctx, &self.target, &self.options.target_options, Access::ReadWrite)?,
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SyncArgs {
+    #[command(flatten)]
+    stores: SyncPair,
     /// Keep syncing every SECONDS until Ctrl-C.
     #[arg(long, value_name = "SECONDS")]
     watch: Option<u64>,
@@ -89,27 +107,18 @@ pub(crate) struct SyncArgs {
     #[command(flatten)]
     checks: VerifyArgs,
     #[command(flatten)]
-    options: StoreOptionArgs,
-    #[command(flatten)]
     output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct CutoverArgs {
-    /// The store in use now (opened read-only).
-    source: String,
-    /// The store to switch to.
-    target: String,
-    /// Sync and check only this collection (repeatable; default: all of the source's).
-    #[arg(long = "collection", value_name = "NAME")]
-    collections: Vec<String>,
+    #[command(flatten)]
+    stores: SyncPair,
     /// Switch this persona's default store instead of the global one.
     #[arg(long)]
     persona: Option<String>,
     #[command(flatten)]
     checks: VerifyArgs,
-    #[command(flatten)]
-    options: StoreOptionArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -160,8 +169,7 @@ pub(crate) struct DeleteArgs {
 }
 
 pub(crate) fn sync(ctx: &Context, args: SyncArgs) -> Result<u8> {
-    let source = open_store(ctx, &args.source, &args.options.source_options, Access::ReadOnly)?;
-    let target = open_store(ctx, &args.target, &args.options.target_options, Access::ReadWrite)?;
+    let (source, target) = args.stores.open(ctx)?;
     let options = SyncOptions {
         chunk_size: chunk_size(ctx, args.chunk_size),
         verify: (!args.no_verify).then(|| args.checks.options(&ctx.config.migration)),
@@ -174,7 +182,7 @@ pub(crate) fn sync(ctx: &Context, args: SyncArgs) -> Result<u8> {
             ctx,
             &source,
             &target,
-            &args.collections,
+            &args.stores.collections,
             &options,
             &cancel,
             &args.output,
@@ -197,8 +205,7 @@ pub(crate) fn sync(ctx: &Context, args: SyncArgs) -> Result<u8> {
 }
 
 pub(crate) fn cutover(ctx: &Context, args: CutoverArgs) -> Result<u8> {
-    let source = open_store(ctx, &args.source, &args.options.source_options, Access::ReadOnly)?;
-    let target = open_store(ctx, &args.target, &args.options.target_options, Access::ReadWrite)?;
+    let (source, target) = args.stores.open(ctx)?;
     let options = SyncOptions {
         chunk_size: chunk_size(ctx, None),
         verify: Some(args.checks.options(&ctx.config.migration)),
@@ -209,7 +216,7 @@ pub(crate) fn cutover(ctx: &Context, args: CutoverArgs) -> Result<u8> {
         ctx,
         &source,
         &target,
-        &args.collections,
+        &args.stores.collections,
         &options,
         &cancel,
         &args.output,
@@ -227,7 +234,7 @@ pub(crate) fn cutover(ctx: &Context, args: CutoverArgs) -> Result<u8> {
         return Ok(EXIT_FINDINGS);
     }
     let mut config = ctx.config.clone();
-    config.set_default_store(&args.target, args.persona.as_deref());
+    config.set_default_store(&args.stores.target, args.persona.as_deref());
     config.save(&ctx.config_path())?;
     if !args.output.json && !args.output.quiet {
         let scope = args
@@ -236,7 +243,7 @@ pub(crate) fn cutover(ctx: &Context, args: CutoverArgs) -> Result<u8> {
             .unwrap_or_else(|| "globally".to_owned());
         status(&format!(
             "switched: {} is now the default store {scope} (in {}); {} was left as it is",
-            args.target,
+            args.stores.target,
             ctx.config_path().display(),
             source.spec
         ));
