@@ -1,4 +1,5 @@
-//! `~/.ragged/config/backend.toml`: named stores, personas, the default store, and settings.
+//! `~/.ragged/config/backend.toml`: named stores, personas, the default store, and settings; shell
+//! completions.
 
 use ragged_tests::TestEnv;
 
@@ -96,4 +97,18 @@ fn a_mistake_in_the_configuration_names_the_file_and_the_key() {
         .code(2)
         .stderr_has("backend.toml: invalid configuration")
         .stderr_has("batch_sise");
+}
+
+#[test]
+fn completion_scripts_know_every_command_and_option() {
+    let env = TestEnv::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = env.ragged(&["completions", shell]);
+        run.ok();
+        // fish names long options without their dashes.
+        for word in ["cutover", "compare-storage", "sample-rate", "vector-of"] {
+            assert!(run.stdout().contains(word), "{shell}: no '{word}'");
+        }
+    }
+    env.ragged(&["completions", "tcsh"]).code(2);
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: builds everything, writes a sample store, migrates it to every other store
-//! plugin built here, and verifies each copy record by record.
+//! plugin built here, verifies each copy record by record, then compares their sizes and asks for a
+//! recommendation.
 
 use std::process::Command;
 
@@ -54,7 +55,7 @@ pub(crate) fn demo() -> Result<()> {
     if targets.is_empty() {
         targets.push(source_backend.to_owned());
     }
-    for target_backend in targets {
+    for target_backend in &targets {
         let directory = if target_backend == source_backend {
             "copy".to_owned()
         } else {
@@ -63,7 +64,9 @@ pub(crate) fn demo() -> Result<()> {
         let target = format!("{target_backend}:{}", work.join(directory).display());
         ragged(&["backend", "migrate", &source, &target])?;
         ragged(&["backend", "verify", &source, &target])?;
+        ragged(&["backend", "compare-storage", &source, &target])?;
     }
+    ragged(&["backend", "recommend", "--store", &source])?;
     println!("\ndemo finished: the stores are in {}", work.display());
     Ok(())
 }

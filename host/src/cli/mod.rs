@@ -5,6 +5,8 @@ mod backups;
 mod choose;
 mod migrate;
 mod plugin;
+#[cfg(test)]
+mod reference;
 mod stores;
 mod sync;
 
@@ -76,7 +78,18 @@ enum Command {
     /// Delete records by id from one or several stores.
     #[command(after_help = sync::DELETE_EXAMPLES)]
     Delete(sync::DeleteArgs),
+    /// Print a shell completion script.
+    #[command(after_help = COMPLETION_EXAMPLES)]
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
+
+const COMPLETION_EXAMPLES: &str = "Examples:
+  ragged completions bash > ~/.local/share/bash-completion/completions/ragged
+  ragged completions zsh > \"${fpath[1]}/_ragged\"
+  ragged completions fish > ~/.config/fish/completions/ragged.fish";
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -87,6 +100,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Query(args) => choose::query(&ctx, args)?,
         Command::Ingest(args) => sync::ingest(&ctx, args)?,
         Command::Delete(args) => sync::delete(&ctx, args)?,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "ragged",
+                &mut script,
+            );
+            crate::output::print_text(&String::from_utf8_lossy(&script))?;
+            EXIT_OK
+        }
     };
     Ok(ExitCode::from(code))
 }
