@@ -72,6 +72,8 @@ mod types;
 pub mod arrow;
 #[cfg(feature = "host")]
 pub mod host;
+#[cfg(feature = "sampling")]
+pub mod sampling;
 pub mod testing;
 
 pub use backend::{Backend, Plugin};

@@ -28,6 +28,7 @@ use std::collections::BinaryHeap;
 use std::path::PathBuf;
 
 use ragged_plugin_api::arrow::batch_to_records;
+use ragged_plugin_api::sampling::choose_positions;
 use ragged_plugin_api::{
     Access, Backend, BatchStream, Capabilities, CollectionInfo, ErrorCode, ExtractRequest, Hit, LoadRequest,
     LoadSummary, OpenRequest, Plugin, PluginError, StorageReport,
@@ -172,20 +173,10 @@ impl Backend for ChromaStore {
 
     fn sample(&self, collection: &str, n: u64, seed: u64) -> Result<BatchStream, PluginError> {
         let (conn, plan) = self.plan(collection)?;
-        // A seeded partial Fisher-Yates shuffle (SplitMix64): the same seed picks the same records.
-        let mut positions: Vec<usize> = (0..plan.len()).collect();
-        let take = (n as usize).min(positions.len());
-        let mut state = seed;
-        for i in 0..take {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            let j = i + (z % (positions.len() - i) as u64) as usize;
-            positions.swap(i, j);
-        }
-        positions.truncate(take);
+        let positions: Vec<usize> = choose_positions(plan.len() as u64, n, seed)
+            .into_iter()
+            .map(|p| p as usize)
+            .collect();
         Ok(BatchStream::from_reader(Batches::new(
             conn,
             plan,

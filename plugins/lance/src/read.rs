@@ -13,9 +13,8 @@ use lancedb::DistanceType;
 use lancedb::Table;
 use lancedb::query::{ExecutableQuery, QueryBase, QueryExecutionOptions, Select};
 use ragged_plugin_api::arrow::canonical_schema;
+use ragged_plugin_api::sampling::choose_positions;
 use ragged_plugin_api::{BatchStream, DistanceMetric, ErrorCode, Hit, PluginError};
-use rand_chacha::ChaCha8Rng;
-use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use crate::metadata;
 use crate::runtime::{BlockingReader, block_on, lance_error};
@@ -325,47 +324,9 @@ pub(crate) fn to_canonical(table: &str, layout: &Layout, batch: &RecordBatch) ->
         .map_err(|e| PluginError::new(ErrorCode::Internal, format!("table '{table}': {e}")))
 }
 
-/// `n` distinct positions in `0..count` (`n <= count`), sorted. Robert Floyd's algorithm over
-/// ChaCha8's output: the choice depends only on the seed.
-pub(crate) fn choose_positions(count: u64, n: u64, seed: u64) -> Vec<u64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut chosen = std::collections::HashSet::new();
-    for j in count - n..count {
-        let t = uniform_below(&mut rng, j + 1);
-        if !chosen.insert(t) {
-            chosen.insert(j);
-        }
-    }
-    let mut positions: Vec<u64> = chosen.into_iter().collect();
-    positions.sort_unstable();
-    positions
-}
-
-/// A uniform draw from `0..bound` (`bound > 0`), by rejection so that no value is favoured.
-fn uniform_below(rng: &mut ChaCha8Rng, bound: u64) -> u64 {
-    let excess = (u64::MAX - bound + 1) % bound;
-    let limit = u64::MAX - excess;
-    loop {
-        let x = rng.next_u64();
-        if x <= limit {
-            return x % bound;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn positions_are_distinct_sorted_and_seeded() {
-        let a = choose_positions(100, 20, 7);
-        assert_eq!(a.len(), 20);
-        assert!(a.windows(2).all(|w| w[0] < w[1]) && a.iter().all(|p| *p < 100));
-        assert_eq!(a, choose_positions(100, 20, 7));
-        assert_ne!(a, choose_positions(100, 20, 8));
-        assert_eq!(choose_positions(5, 5, 1), vec![0, 1, 2, 3, 4]);
-    }
 
     #[test]
     fn ip_distances_follow_ragged() {

@@ -15,11 +15,10 @@ use std::sync::Arc;
 use ragged_plugin_api::arrow::arrow_array::{RecordBatch, RecordBatchReader};
 use ragged_plugin_api::arrow::arrow_schema::{ArrowError, SchemaRef};
 use ragged_plugin_api::arrow::{canonical_schema, records_to_batch};
+use ragged_plugin_api::sampling::choose_positions;
 use ragged_plugin_api::{
     BatchStream, CollectionInfo, DistanceMetric, ErrorCode, ExtractRequest, Hit, PluginError, Record, StorageReport,
 };
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::hnsw::{Searchable, Space};
 use crate::index_file::{self, FaissMetric, Graph, GraphLayout, IndexFile};
@@ -305,15 +304,7 @@ pub(crate) fn extract(index: Arc<OpenIndex>, request: &ExtractRequest) -> Result
 /// `n` records chosen at random with `seed`, in node order.
 pub(crate) fn sample(index: &OpenIndex, n: u64, seed: u64) -> Result<BatchStream, PluginError> {
     index.check_vectors()?;
-    let count = index.count();
-    let amount = n.min(count) as usize;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut nodes: Vec<u64> = rand::seq::index::sample(&mut rng, count as usize, amount)
-        .into_iter()
-        .map(|i| i as u64)
-        .collect();
-    nodes.sort_unstable();
-    nodes_stream(index, &nodes)
+    nodes_stream(index, &choose_positions(index.count(), n, seed))
 }
 
 /// The records with these ids, in the order asked, leaving out unknown ids.
