@@ -44,6 +44,10 @@ fn interface_copy(version: &str, dest: &Path) {
             "semver = { workspace = true, optional = true }",
             "semver = { version = \"1\", optional = true }",
         )
+        .replace(
+            "rand_chacha = { workspace = true, optional = true }",
+            "rand_chacha = { version = \"0.9\", optional = true }",
+        )
         .replace("[lints]\nworkspace = true\n", "")
         + "\n[workspace]\n";
     std::fs::write(dest.join("Cargo.toml"), manifest).unwrap();

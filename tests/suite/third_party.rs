@@ -28,7 +28,7 @@ fn a_scaffolded_plugin_builds_installs_and_migrates() {
     env.ragged(&["plugin", "install", package.trim()]).ok();
     env.ragged(&["plugin", "test", "acme"])
         .ok()
-        .stdout_has("acme: 18 passed, 0 failed, 0 skipped");
+        .stdout_has("acme: 19 passed, 0 failed, 0 skipped");
 
     let source = env.store("parquet", "source");
     env.ragged(&[

@@ -86,12 +86,12 @@ fn api_dependency(api_path: Option<&Path>) -> Result<String> {
                 .and_then(|v| v.as_str())
                 .with_context(|| format!("{}: no package.version", manifest.display()))?;
             format!(
-                "ragged-plugin-api = {{ version = \"{version}\", path = {}, features = [\"arrow\"] }}",
+                "ragged-plugin-api = {{ version = \"{version}\", path = {}, features = [\"arrow\", \"sampling\"] }}",
                 toml_string(&path.display().to_string())
             )
         }
         None => format!(
-            "ragged-plugin-api = {{ version = \"{}\", features = [\"arrow\"] }}",
+            "ragged-plugin-api = {{ version = \"{}\", features = [\"arrow\", \"sampling\"] }}",
             ragged_plugin_api::INTERFACE_VERSION
         ),
     })
