@@ -36,6 +36,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
+use arrow_array::RecordBatch;
 use ragged_plugin_api::arrow::{canonical_schema, records_to_batch};
 use ragged_plugin_api::{Access, BatchStream, CollectionInfo, ErrorCode, LoadMode, LoadRequest, PluginError, Record};
 use serde::{Deserialize, Serialize};
@@ -80,6 +81,30 @@ pub struct DualWriteReport {
     pub retry_file: Option<PathBuf>,
 }
 
+impl StoreReport {
+    fn new(store: String) -> StoreReport {
+        StoreReport {
+            store,
+            written: 0,
+            deleted: 0,
+            queued: 0,
+            error: None,
+        }
+    }
+
+    fn applied(&mut self, write: &Prepared<'_>) {
+        match write {
+            Prepared::Upsert(batch) => self.written += batch.num_rows() as u64,
+            Prepared::Delete(ids) => self.deleted += ids.len() as u64,
+        }
+    }
+
+    fn queue(&mut self, operation: &Operation, error: String) {
+        self.queued += operation.len();
+        self.error.get_or_insert(error);
+    }
+}
+
 impl DualWriteReport {
     /// Whether every store took every write.
     pub fn complete(&self) -> bool {
@@ -106,7 +131,24 @@ enum Operation {
     Delete { ids: Vec<String> },
 }
 
+/// A write as every store receives it: the batch is built once, whatever the number of stores.
+enum Prepared<'a> {
+    Upsert(RecordBatch),
+    Delete(&'a [String]),
+}
+
 impl Operation {
+    /// The write to hand to a store.
+    fn prepare(&self, dimension: u32) -> Result<Prepared<'_>, PluginError> {
+        match self {
+            Operation::Upsert { records } => {
+                let records: Vec<Record> = records.iter().cloned().map(Record::from).collect();
+                Ok(Prepared::Upsert(records_to_batch(&records, dimension)?))
+            }
+            Operation::Delete { ids } => Ok(Prepared::Delete(ids)),
+        }
+    }
+
     fn len(&self) -> u64 {
         match self {
             Operation::Upsert { records } => records.len() as u64,
@@ -183,13 +225,7 @@ impl DualWriter {
             targets: stores
                 .into_iter()
                 .map(|store| Target {
-                    report: StoreReport {
-                        store: store.spec.to_string(),
-                        written: 0,
-                        deleted: 0,
-                        queued: 0,
-                        error: None,
-                    },
+                    report: StoreReport::new(store.spec.to_string()),
                     store,
                 })
                 .collect(),
@@ -205,15 +241,15 @@ impl DualWriter {
     /// retry file cannot be written; a store's failure is queued and reported.
     pub fn write(&mut self, records: &[Record]) -> Result<()> {
         // Invalid records are the caller's error, not a store's: refuse them before any store sees them.
-        records_to_batch(records, self.collection.dimension)?;
-        self.apply(&Operation::Upsert {
+        let batch = records_to_batch(records, self.collection.dimension)?;
+        self.apply(&Prepared::Upsert(batch), || Operation::Upsert {
             records: records.iter().map(QueuedRecord::from).collect(),
         })
     }
 
     /// Deletes `ids` from every store.
     pub fn delete(&mut self, ids: &[String]) -> Result<()> {
-        self.apply(&Operation::Delete { ids: ids.to_vec() })
+        self.apply(&Prepared::Delete(ids), || Operation::Delete { ids: ids.to_vec() })
     }
 
     /// The per-store report.
@@ -224,7 +260,8 @@ impl DualWriter {
         }
     }
 
-    fn apply(&mut self, operation: &Operation) -> Result<()> {
+    /// Hands `write` to every store; `queued` gives its retry-file form, built only on a failure.
+    fn apply(&mut self, write: &Prepared<'_>, queued: impl Fn() -> Operation) -> Result<()> {
         let collection = &self.collection;
         let outcomes: Vec<Option<Result<(), PluginError>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
@@ -232,7 +269,7 @@ impl DualWriter {
                 .iter()
                 .map(|target| {
                     // A store that failed before only queues, to keep its writes in order.
-                    (target.report.queued == 0).then(|| scope.spawn(|| perform(&target.store, collection, operation)))
+                    (target.report.queued == 0).then(|| scope.spawn(|| perform(&target.store, collection, write)))
                 })
                 .collect();
             handles
@@ -245,18 +282,17 @@ impl DualWriter {
                 })
                 .collect()
         });
+        let mut operation = None;
         for (target, outcome) in self.targets.iter_mut().zip(outcomes) {
             let error = match outcome {
                 Some(Ok(())) => {
-                    match operation {
-                        Operation::Upsert { .. } => target.report.written += operation.len(),
-                        Operation::Delete { .. } => target.report.deleted += operation.len(),
-                    }
+                    target.report.applied(write);
                     continue;
                 }
                 Some(Err(error)) => StoreError::new(&target.store.spec, "write", error).to_string(),
                 None => "queued behind an earlier failure".to_owned(),
             };
+            let operation = operation.get_or_insert_with(&queued);
             self.retry.append(&RetryEntry {
                 store: target.store.spec.to_string(),
                 options: target.store.options.clone(),
@@ -264,8 +300,7 @@ impl DualWriter {
                 error: error.clone(),
                 operation: operation.clone(),
             })?;
-            target.report.queued += operation.len();
-            target.report.error.get_or_insert(error);
+            target.report.queue(operation, error);
         }
         Ok(())
     }
@@ -287,11 +322,9 @@ fn check_compatible(store: &Store, collection: &CollectionInfo) -> Result<()> {
     }
 }
 
-fn perform(store: &Store, collection: &CollectionInfo, operation: &Operation) -> Result<(), PluginError> {
-    match operation {
-        Operation::Upsert { records } => {
-            let records: Vec<Record> = records.iter().cloned().map(Record::from).collect();
-            let batch = records_to_batch(&records, collection.dimension)?;
+fn perform(store: &Store, collection: &CollectionInfo, write: &Prepared<'_>) -> Result<(), PluginError> {
+    match write {
+        Prepared::Upsert(batch) => {
             let request = LoadRequest {
                 collection: collection.clone(),
                 mode: LoadMode::Upsert,
@@ -300,11 +333,11 @@ fn perform(store: &Store, collection: &CollectionInfo, operation: &Operation) ->
                 .backend
                 .load(
                     &request,
-                    BatchStream::from_batches(canonical_schema(collection.dimension), vec![batch]),
+                    BatchStream::from_batches(canonical_schema(collection.dimension), vec![batch.clone()]),
                 )
                 .map(|_| ())
         }
-        Operation::Delete { ids } => match store.backend.delete(&collection.name, ids) {
+        Prepared::Delete(ids) => match store.backend.delete(&collection.name, ids) {
             // Deleting from a collection that was never created leaves nothing to delete.
             Err(error) if error.code == ErrorCode::NotFound => Ok(()),
             other => other.map(|_| ()),
@@ -344,13 +377,7 @@ pub fn replay(ctx: &Context, path: &Path) -> Result<ReplayReport> {
         let index = match reports.iter().position(|r| r.store == entry.store) {
             Some(index) => index,
             None => {
-                reports.push(StoreReport {
-                    store: entry.store.clone(),
-                    written: 0,
-                    deleted: 0,
-                    queued: 0,
-                    error: None,
-                });
+                reports.push(StoreReport::new(entry.store.clone()));
                 reports.len() - 1
             }
         };
@@ -361,18 +388,17 @@ pub fn replay(ctx: &Context, path: &Path) -> Result<ReplayReport> {
         });
         let outcome = match store {
             _ if report.queued > 0 => Err("queued behind an earlier failure".to_owned()),
-            Ok(store) => perform(store, &entry.collection, &entry.operation)
+            Ok(store) => entry
+                .operation
+                .prepare(entry.collection.dimension)
+                .and_then(|write| perform(store, &entry.collection, &write).map(|()| write))
                 .map_err(|e| StoreError::new(&store.spec, "write", e).to_string()),
             Err(error) => Err(error.clone()),
         };
         match outcome {
-            Ok(()) => match entry.operation {
-                Operation::Upsert { .. } => report.written += entry.operation.len(),
-                Operation::Delete { .. } => report.deleted += entry.operation.len(),
-            },
+            Ok(write) => report.applied(&write),
             Err(error) => {
-                report.queued += entry.operation.len();
-                report.error.get_or_insert(error.clone());
+                report.queue(&entry.operation, error.clone());
                 entry.error = error;
                 kept.push(entry);
             }

@@ -124,6 +124,10 @@ pub fn sync_collection(
     }
     let state_file = state_path(ctx, source, target, collection);
     let (mut state, baseline) = baseline(source, target, collection, existing.as_ref(), &state_file)?;
+    if baseline == Baseline::Target {
+        // Read at some cost, and true before anything is written: keep it even if nothing changes.
+        save(&state_file, &state)?;
+    }
 
     // One pass over the source: what is new, changed, gone.
     let (mut added, mut updated, mut unchanged) = (0u64, 0u64, 0u64);
@@ -191,10 +195,6 @@ pub fn sync_collection(
         on_progress(done, total);
     }
 
-    if !interrupted {
-        // A baseline read from the target is worth keeping even when nothing had to be written.
-        save(&state_file, &state)?;
-    }
     let verification = match (&options.verify, interrupted) {
         (Some(verify_options), false) => Some(verify::compare_collection(source, target, collection, verify_options)?),
         _ => None,

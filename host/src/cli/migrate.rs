@@ -129,8 +129,7 @@ pub(crate) fn exec(ctx: &Context, args: MigrateArgs) -> Result<u8> {
             migrate::plan(ctx, &source, &target, &options)?
         }
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    install_interrupt_handler(cancel.clone());
+    let cancel = interrupt_flag();
     let finish = FinishOptions {
         verify: (args.verify || (ctx.config.migration.auto_verify && !args.no_verify))
             .then(|| args.checks.options(&ctx.config.migration)),
@@ -397,15 +396,18 @@ fn describe(report: &MigrateReport, args: &MigrateArgs) -> String {
     text
 }
 
-/// The first Ctrl-C stops at the next batch boundary; a second one exits at once (the run stays
-/// resumable either way: every checkpoint is durable).
-pub(super) fn install_interrupt_handler(cancel: Arc<AtomicBool>) {
+/// A flag the first Ctrl-C sets, so work stops at the next batch boundary; a second one exits at
+/// once (the work stays resumable either way: every checkpoint is durable).
+pub(super) fn interrupt_flag() -> Arc<AtomicBool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
     let _ = ctrlc::set_handler(move || {
-        if cancel.swap(true, Ordering::SeqCst) {
+        if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
         status("stopping after the current batch (Ctrl-C again to stop at once)...");
     });
+    cancel
 }
 
 /// Shows migration progress on stderr: a bar on a terminal, periodic lines otherwise.

@@ -7,10 +7,13 @@ use clap::CommandFactory;
 
 use super::Cli;
 
-/// Every command's `--help`, in command order, wrapped at 100 columns.
+/// `command`'s `--help` and its subcommands', in command order (groups get a heading only).
 fn commands(command: &mut clap::Command, path: &str, out: &mut String) {
     let name = format!("{path} {}", command.get_name()).trim().to_owned();
-    if command.has_subcommands() && !path.is_empty() {
+    if path.is_empty() {
+        let help = command.render_long_help().to_string();
+        out.push_str(&format!("\n## `{name}`\n\n```text\n{}\n```\n", help.trim_end()));
+    } else if command.has_subcommands() {
         out.push_str(&format!("\n## `{name}`\n\n{}\n", about(command)));
     } else if !command.has_subcommands() {
         let help = command.render_long_help().to_string();
@@ -84,15 +87,7 @@ fn reference(workspace: &Path) -> String {
          `ragged backend platform` shows what works on this machine).\n\n",
     );
     text.push_str(&platform_matrix(&workspace.join("plugins")));
-    text.push_str("\n## `ragged`\n\n```text\n");
-    text.push_str(cli.render_long_help().to_string().trim_end());
-    text.push_str("\n```\n");
-    let mut subcommands: Vec<clap::Command> = cli.get_subcommands().cloned().collect();
-    for sub in &mut subcommands {
-        if sub.get_name() != "help" {
-            commands(sub, "ragged", &mut text);
-        }
-    }
+    commands(&mut cli, "", &mut text);
     text
 }
 

@@ -1,7 +1,6 @@
 //! Switching stores without downtime: `backend sync`, `backend cutover`, `ingest` and `delete`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use clap::Args;
 use ragged_plugin_api::{Access, CollectionInfo, DistanceMetric};
 
 use super::backend::{OutputArgs, StoreOptionArgs, VerifyArgs, open_store, verification_summary};
-use super::migrate::install_interrupt_handler;
+use super::migrate::interrupt_flag;
 use super::{EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK};
 use crate::context::Context;
 use crate::dual_write::{self, DualWriteReport, DualWriter, StoreReport};
@@ -174,8 +173,7 @@ pub(crate) fn sync(ctx: &Context, args: SyncArgs) -> Result<u8> {
         chunk_size: chunk_size(ctx, args.chunk_size),
         verify: (!args.no_verify).then(|| args.checks.options(&ctx.config.migration)),
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    install_interrupt_handler(cancel.clone());
+    let cancel = interrupt_flag();
     loop {
         let started = Instant::now();
         let reports = sync_all(
@@ -210,8 +208,7 @@ pub(crate) fn cutover(ctx: &Context, args: CutoverArgs) -> Result<u8> {
         chunk_size: chunk_size(ctx, None),
         verify: Some(args.checks.options(&ctx.config.migration)),
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    install_interrupt_handler(cancel.clone());
+    let cancel = interrupt_flag();
     let reports = sync_all(
         ctx,
         &source,
