@@ -254,6 +254,25 @@ impl TestEnv {
     pub fn ragged(&self, args: &[&str]) -> Run {
         Run(self.command().args(args).output().unwrap(), args.join(" "))
     }
+
+    /// `ragged backend generate STORE --collection COLLECTION --records N --dim D EXTRA...`, which
+    /// must succeed. Record `i` has the id `doc-{i:08}`.
+    pub fn generate(&self, store: &str, collection: &str, records: u64, dimension: u32, extra: &[&str]) {
+        let (records, dimension) = (records.to_string(), dimension.to_string());
+        let mut args = vec![
+            "backend",
+            "generate",
+            store,
+            "--collection",
+            collection,
+            "--records",
+            &records,
+            "--dim",
+            &dimension,
+        ];
+        args.extend_from_slice(extra);
+        self.ragged(&args).ok();
+    }
 }
 
 /// The output of one `ragged` run, with assertions that print everything on failure.

@@ -62,18 +62,7 @@ fn a_small_benchmark_runs_on_every_installed_store_plugin() {
 fn storage_comparison_platform_recommendation_and_query_use_the_users_data() {
     let env = TestEnv::new();
     let source = env.store("parquet", "data");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &source,
-        "--collection",
-        "notes",
-        "--records",
-        "3000",
-        "--dim",
-        "32",
-    ])
-    .ok();
+    env.generate(&source, "notes", 3000, 32, &[]);
     let measured = env.ragged(&["backend", "storage-info", &source, "--json"]).ok().json()["total_bytes"]
         .as_u64()
         .unwrap();

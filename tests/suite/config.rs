@@ -20,30 +20,8 @@ fn named_stores_personas_and_the_default_store() {
             old.display().to_string()
         ),
     );
-    env.ragged(&[
-        "backend",
-        "generate",
-        "old",
-        "--collection",
-        "papers",
-        "--records",
-        "300",
-        "--dim",
-        "8",
-    ])
-    .ok();
-    env.ragged(&[
-        "backend",
-        "generate",
-        "old",
-        "--collection",
-        "notes",
-        "--records",
-        "200",
-        "--dim",
-        "8",
-    ])
-    .ok();
+    env.generate("old", "papers", 300, 8, &[]);
+    env.generate("old", "notes", 200, 8, &[]);
     env.ragged(&["backend", "current"])
         .ok()
         .stdout_has("no default store set");

@@ -14,21 +14,8 @@ fn every_pair_of_store_plugins_migrates_and_verifies() {
         for target_backend in store_plugins() {
             let env = TestEnv::new();
             let source = env.store(&source_backend, "source");
-            for (collection, metric, records) in [("notes", "cosine", "1500"), ("faq", "l2", "300")] {
-                env.ragged(&[
-                    "backend",
-                    "generate",
-                    &source,
-                    "--collection",
-                    collection,
-                    "--records",
-                    records,
-                    "--dim",
-                    "32",
-                    "--metric",
-                    metric,
-                ])
-                .ok();
+            for (collection, metric, records) in [("notes", "cosine", 1500), ("faq", "l2", 300)] {
+                env.generate(&source, collection, records, 32, &["--metric", metric]);
             }
             let before = tree_digest(&env.path("source")).unwrap();
             let target = env.store(&target_backend, "target");
@@ -83,18 +70,7 @@ fn every_pair_of_store_plugins_migrates_and_verifies() {
 fn migrating_into_an_existing_collection_is_refused() {
     let env = TestEnv::new();
     let source = env.store("parquet", "source");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &source,
-        "--collection",
-        "notes",
-        "--records",
-        "50",
-        "--dim",
-        "8",
-    ])
-    .ok();
+    env.generate(&source, "notes", 50, 8, &[]);
     let target = env.store("parquet", "target");
     env.ragged(&["backend", "migrate", &source, &target]).ok();
     env.ragged(&["backend", "migrate", &source, &target])
@@ -106,33 +82,9 @@ fn migrating_into_an_existing_collection_is_refused() {
 fn verification_names_a_record_that_differs() {
     let env = TestEnv::new();
     let source = env.store("parquet", "source");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &source,
-        "--collection",
-        "notes",
-        "--records",
-        "200",
-        "--dim",
-        "8",
-    ])
-    .ok();
+    env.generate(&source, "notes", 200, 8, &[]);
     let other = env.store("parquet", "other");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &other,
-        "--collection",
-        "notes",
-        "--records",
-        "200",
-        "--dim",
-        "8",
-        "--seed",
-        "43",
-    ])
-    .ok();
+    env.generate(&other, "notes", 200, 8, &["--seed", "43"]);
     let run = env.ragged(&["backend", "verify", &source, &other, "--json"]);
     run.code(1);
     let report = run.json();
@@ -175,30 +127,8 @@ fn runs(env: &TestEnv) -> Vec<serde_json::Value> {
 fn kill_9_at_several_moments_then_resume_gives_an_exact_copy() {
     let env = TestEnv::new();
     let source = env.store("parquet", "source");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &source,
-        "--collection",
-        "big",
-        "--records",
-        "40000",
-        "--dim",
-        "32",
-    ])
-    .ok();
-    env.ragged(&[
-        "backend",
-        "generate",
-        &source,
-        "--collection",
-        "small",
-        "--records",
-        "700",
-        "--dim",
-        "32",
-    ])
-    .ok();
+    env.generate(&source, "big", 40000, 32, &[]);
+    env.generate(&source, "small", 700, 32, &[]);
     let before = tree_digest(&env.path("source")).unwrap();
     let target = env.store("parquet", "target");
     let mut killed_midway = 0;
@@ -268,18 +198,7 @@ fn kill_9_at_several_moments_then_resume_gives_an_exact_copy() {
 fn ctrl_c_stops_at_a_batch_boundary_and_prints_the_resume_command() {
     let env = TestEnv::new();
     let source = env.store("parquet", "source");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &source,
-        "--collection",
-        "big",
-        "--records",
-        "60000",
-        "--dim",
-        "32",
-    ])
-    .ok();
+    env.generate(&source, "big", 60000, 32, &[]);
     let target = env.store("parquet", "target");
     let child = env
         .command()
@@ -344,34 +263,10 @@ fn a_failed_verification_restores_the_target_byte_identical() {
     }
     // The target already holds a collection; the migration must leave it exactly as it was.
     let target = env.store("chroma", "target");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &target,
-        "--collection",
-        "existing",
-        "--records",
-        "300",
-        "--dim",
-        "16",
-    ])
-    .ok();
+    env.generate(&target, "existing", 300, 16, &[]);
     let before = tree_digest(&env.path("target")).unwrap();
     let source = env.store("parquet", "source");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &source,
-        "--collection",
-        "notes",
-        "--records",
-        "2000",
-        "--dim",
-        "16",
-        "--metric",
-        "cosine",
-    ])
-    .ok();
+    env.generate(&source, "notes", 2000, 16, &["--metric", "cosine"]);
     // Chroma keeps cosine vectors as unit vectors times their norm, so --exact cannot be met.
     let run = env.ragged(&["backend", "migrate", &source, &target, "--exact", "--json"]);
     run.code(1);
@@ -400,20 +295,7 @@ fn a_rollback_removes_a_target_that_did_not_exist() {
         return;
     }
     let source = env.store("parquet", "source");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &source,
-        "--collection",
-        "notes",
-        "--records",
-        "500",
-        "--dim",
-        "16",
-        "--metric",
-        "cosine",
-    ])
-    .ok();
+    env.generate(&source, "notes", 500, 16, &["--metric", "cosine"]);
     let target = env.store("chroma", "fresh");
     env.ragged(&["backend", "migrate", &source, &target, "--exact"])
         .code(1)
@@ -428,18 +310,7 @@ fn a_rollback_removes_a_target_that_did_not_exist() {
 fn a_dry_run_writes_nothing_and_measures_what_would_happen() {
     let env = TestEnv::new();
     let source = env.store("parquet", "source");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &source,
-        "--collection",
-        "notes",
-        "--records",
-        "3000",
-        "--dim",
-        "16",
-    ])
-    .ok();
+    env.generate(&source, "notes", 3000, 16, &[]);
     let before = tree_digest(&env.path("source")).unwrap();
     let target = env.store("parquet", "target");
     let report = env
@@ -480,32 +351,10 @@ fn a_dry_run_writes_nothing_and_measures_what_would_happen() {
 fn a_completed_migration_can_be_rolled_back_from_its_backup() {
     let env = TestEnv::new();
     let target = env.store("parquet", "target");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &target,
-        "--collection",
-        "existing",
-        "--records",
-        "200",
-        "--dim",
-        "8",
-    ])
-    .ok();
+    env.generate(&target, "existing", 200, 8, &[]);
     let before = tree_digest(&env.path("target")).unwrap();
     let source = env.store("parquet", "source");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &source,
-        "--collection",
-        "notes",
-        "--records",
-        "1200",
-        "--dim",
-        "8",
-    ])
-    .ok();
+    env.generate(&source, "notes", 1200, 8, &[]);
     let report = env
         .ragged(&["backend", "migrate", &source, &target, "--json"])
         .ok()

@@ -8,21 +8,6 @@ use serde_json::{Value, json};
 
 const DIMENSION: usize = 8;
 
-fn generate(env: &TestEnv, store: &str, records: u64) {
-    env.ragged(&[
-        "backend",
-        "generate",
-        store,
-        "--collection",
-        "notes",
-        "--records",
-        &records.to_string(),
-        "--dim",
-        &DIMENSION.to_string(),
-    ])
-    .ok();
-}
-
 /// A record line for `ragged ingest`; `version` changes the document, metadata and vector.
 fn record(id: &str, version: u32) -> Value {
     let embedding: Vec<f32> = (0..DIMENSION)
@@ -68,7 +53,7 @@ fn sync_carries_additions_updates_and_deletions_between_every_kind_of_store() {
         );
         let env = TestEnv::new();
         let (source, target) = (env.store(from, "source"), env.store(to, "target"));
-        generate(&env, &source, 200);
+        env.generate(&source, "notes", 200, DIMENSION as u32, &[]);
         env.ragged(&["backend", "migrate", &source, &target, "--json"]).ok();
 
         // Right after a migration the target is the baseline: nothing is missing or extra.
@@ -119,7 +104,7 @@ fn sync_carries_additions_updates_and_deletions_between_every_kind_of_store() {
 fn a_lost_sync_state_is_rebuilt_from_the_target_without_copying() {
     let env = TestEnv::new();
     let (source, target) = (env.store("parquet", "source"), env.store("parquet", "target"));
-    generate(&env, &source, 300);
+    env.generate(&source, "notes", 300, DIMENSION as u32, &[]);
     assert_eq!(changes(&sync(&env, &source, &target)), [300, 0, 0, 0]);
     std::fs::remove_dir_all(env.path("home/sync")).unwrap();
     let rebuilt = sync(&env, &source, &target);
@@ -195,7 +180,7 @@ fn a_store_failing_during_dual_write_loses_nothing_after_the_retry() {
 fn cutover_switches_the_default_only_when_the_stores_agree() {
     let env = TestEnv::new();
     let (source, target) = (env.store("parquet", "source"), env.store("parquet", "target"));
-    generate(&env, &source, 100);
+    env.generate(&source, "notes", 100, DIMENSION as u32, &[]);
     env.ragged(&["backend", "set", &source, "--global"]).ok();
 
     let corrupted = env.store("tampering", "corrupted");
@@ -225,7 +210,7 @@ fn ingest_reads_parquet_and_names_the_line_of_bad_input() {
     let env = TestEnv::new();
     // The parquet plugin's part files hold the canonical columns: a Parquet file any tool can write.
     let export = env.store("parquet", "export");
-    generate(&env, &export, 120);
+    env.generate(&export, "notes", 120, DIMENSION as u32, &[]);
     let part = std::fs::read_dir(env.path("export/notes"))
         .unwrap()
         .flatten()
@@ -260,7 +245,7 @@ fn ingest_reads_parquet_and_names_the_line_of_bad_input() {
 fn sync_watch_follows_the_source_until_interrupted() {
     let env = TestEnv::new();
     let (source, target) = (env.store("parquet", "source"), env.store("parquet", "target"));
-    generate(&env, &source, 50);
+    env.generate(&source, "notes", 50, DIMENSION as u32, &[]);
     let mut child = env
         .command()
         .args([

@@ -31,18 +31,7 @@ fn a_scaffolded_plugin_builds_installs_and_migrates() {
         .stdout_has("acme: 19 passed, 0 failed, 0 skipped");
 
     let source = env.store("parquet", "source");
-    env.ragged(&[
-        "backend",
-        "generate",
-        &source,
-        "--collection",
-        "notes",
-        "--records",
-        "700",
-        "--dim",
-        "24",
-    ])
-    .ok();
+    env.generate(&source, "notes", 700, 24, &[]);
     let middle = env.store("acme", "middle");
     let back = env.store("parquet", "back");
     env.ragged(&["backend", "migrate", &source, &middle])

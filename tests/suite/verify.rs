@@ -4,23 +4,6 @@
 use ragged::tree::tree_digest;
 use ragged_tests::{TestEnv, store_plugins};
 
-fn generate(env: &TestEnv, store: &str, collection: &str, records: u64, options: &[&str]) {
-    let records = records.to_string();
-    let mut args = vec![
-        "backend",
-        "generate",
-        store,
-        "--collection",
-        collection,
-        "--records",
-        &records,
-        "--dim",
-        "8",
-    ];
-    args.extend_from_slice(options);
-    env.ragged(&args).ok();
-}
-
 /// The generator's id for record `index`.
 fn id(index: u64) -> String {
     format!("doc-{index:08}")
@@ -30,10 +13,10 @@ fn id(index: u64) -> String {
 fn records_corrupted_between_load_and_verify_roll_the_target_back() {
     let env = TestEnv::new();
     let target = env.store("tampering", "target");
-    generate(&env, &target, "existing", 50, &[]);
+    env.generate(&target, "existing", 50, 8, &[]);
     let before = tree_digest(&env.path("target")).unwrap();
     let source = env.store("parquet", "source");
-    generate(&env, &source, "notes", 400, &[]);
+    env.generate(&source, "notes", 400, 8, &[]);
     let tampered = id(123);
     let tamper = format!("tamper={tampered}");
     // In full (the default below 100000 records) and on a sample that includes every record.
@@ -71,7 +54,7 @@ fn records_corrupted_between_load_and_verify_roll_the_target_back() {
 fn sampled_verification_checks_ids_in_full_and_content_on_the_sample() {
     let env = TestEnv::new();
     let source = env.store("parquet", "source");
-    generate(&env, &source, "notes", 1000, &[]);
+    env.generate(&source, "notes", 1000, 8, &[]);
     let copy = env.store("parquet", "copy");
     env.ragged(&["backend", "migrate", &source, &copy, "--no-verify", "--json"])
         .ok();
@@ -104,7 +87,7 @@ fn sampled_verification_checks_ids_in_full_and_content_on_the_sample() {
 
     // One record fewer: the id sets are compared in full, so a 1% sample still finds it.
     let short = env.store("parquet", "short");
-    generate(&env, &short, "notes", 999, &[]);
+    env.generate(&short, "notes", 999, 8, &[]);
     let run = env.ragged(&["backend", "verify", &source, &short, "--sample-rate", "0.01", "--json"]);
     run.code(1);
     let notes = &run.json()["collections"][0];
@@ -160,8 +143,8 @@ fn sampled_verification_checks_ids_in_full_and_content_on_the_sample() {
 fn storage_info_measures_each_collection_of_a_store_or_the_default_one() {
     let env = TestEnv::new();
     let store = env.store("parquet", "store");
-    generate(&env, &store, "notes", 300, &[]);
-    generate(&env, &store, "faq", 100, &[]);
+    env.generate(&store, "notes", 300, 8, &[]);
+    env.generate(&store, "faq", 100, 8, &[]);
     let report = env.ragged(&["backend", "storage-info", &store, "--json"]).ok().json();
     let collections = report["collections"].as_array().unwrap();
     assert_eq!(collections.len(), 2, "{report:#}");
@@ -194,7 +177,7 @@ fn storage_info_measures_each_collection_of_a_store_or_the_default_one() {
         .stdout_has("PER RECORD");
 
     let unmeasured = env.store("tampering", "unmeasured");
-    generate(&env, &unmeasured, "notes", 10, &[]);
+    env.generate(&unmeasured, "notes", 10, 8, &[]);
     env.ragged(&["backend", "storage-info", &unmeasured])
         .ok()
         .stdout_has("cannot measure storage");
@@ -205,8 +188,8 @@ fn cleanup_asks_for_confirmation_backs_up_and_can_be_undone() {
     for backend in store_plugins() {
         let env = TestEnv::new();
         let store = env.store(&backend, "store");
-        generate(&env, &store, "old", 200, &[]);
-        generate(&env, &store, "kept", 100, &[]);
+        env.generate(&store, "old", 200, 8, &[]);
+        env.generate(&store, "kept", 100, 8, &[]);
         let before = tree_digest(&env.path("store")).unwrap();
 
         env.ragged(&["backend", "cleanup", &store, "--collection", "old"])
