@@ -206,7 +206,7 @@ fn cutover_switches_the_default_only_when_the_stores_agree() {
 }
 
 #[test]
-fn ingest_reads_parquet_and_names_the_line_of_bad_input() {
+fn ingest_reads_parquet_and_names_the_file_of_bad_input() {
     let env = TestEnv::new();
     // The parquet plugin's part files hold the canonical columns: a Parquet file any tool can write.
     let export = env.store("parquet", "export");
@@ -238,6 +238,18 @@ fn ingest_reads_parquet_and_names_the_line_of_bad_input() {
     env.ragged(&["ingest", "bad.jsonl", "--to", &target])
         .code(2)
         .stderr_has("bad.jsonl:2: not a record");
+    std::fs::write(env.path("fake.parquet"), "not parquet").unwrap();
+    env.ragged(&["ingest", "fake.parquet", "--to", &target])
+        .code(2)
+        .stderr_has("fake.parquet: not a readable Parquet file");
+    std::fs::write(env.path("records.csv"), "id,embedding\n").unwrap();
+    env.ragged(&["ingest", "records.csv", "--to", &target])
+        .code(2)
+        .stderr_has("records.csv: unknown file type '.csv'");
+    std::fs::write(env.path("broken.retry.jsonl"), "{\"store\": 1}\n").unwrap();
+    env.ragged(&["ingest", "--retry", "broken.retry.jsonl"])
+        .code(2)
+        .stderr_has("broken.retry.jsonl:1: not a ragged retry entry");
 }
 
 #[cfg(unix)]
