@@ -127,11 +127,37 @@ fn describe(collection: &Collection, count: u64) -> Result<CollectionInfo, Plugi
         dimension: collection.dimension.unwrap_or(0),
         metric: collection.space,
         count,
-        embedding_model: None,
+        embedding_model: embedding_model(&extras["schema"], &extras["config_json"]),
         index_params: Some(collection.index_params.clone()),
         metadata,
         extras,
     })
+}
+
+/// The sentence-transformers model of the collection's embedding function, as chromadb records it
+/// in the schema (chroma >= 1.3) or the configuration: `default` is chromadb's ONNX export of
+/// all-MiniLM-L6-v2, `sentence_transformer` names its model. Other functions (OpenAI, Cohere...)
+/// need their service, so they give `None`.
+fn embedding_model(schema: &Value, config: &Value) -> Option<String> {
+    let in_vector_index = |v: &Value| v.pointer("/float_list/vector_index/config/embedding_function").cloned();
+    let function = schema
+        .pointer("/keys/#embedding")
+        .and_then(in_vector_index)
+        .or_else(|| schema.get("defaults").and_then(in_vector_index))
+        .or_else(|| config.get("embedding_function").cloned())?;
+    match function.get("name").and_then(Value::as_str)? {
+        "default" => Some("sentence-transformers/all-MiniLM-L6-v2".to_owned()),
+        "sentence_transformer" => {
+            let model = function.pointer("/config/model_name").and_then(Value::as_str)?;
+            // sentence-transformers reads a bare name as one of its own models.
+            Some(if model.contains('/') {
+                model.to_owned()
+            } else {
+                format!("sentence-transformers/{model}")
+            })
+        }
+        _ => None,
+    }
 }
 
 impl Backend for ChromaStore {
@@ -310,3 +336,34 @@ impl Plugin for ChromaStore {
 }
 
 ragged_plugin_api::export_plugin!(ChromaStore);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::embedding_model;
+
+    #[test]
+    fn the_embedding_function_chromadb_records_names_the_model() {
+        let schema = |function: serde_json::Value| {
+            json!({"keys": {"#embedding": {"float_list": {"vector_index": {"config": {"embedding_function": function}}}}}})
+        };
+        let none = serde_json::Value::Null;
+        assert_eq!(
+            embedding_model(&schema(json!({"type": "known", "name": "default", "config": {}})), &none).as_deref(),
+            Some("sentence-transformers/all-MiniLM-L6-v2")
+        );
+        let named = json!({"type": "known", "name": "sentence_transformer", "config": {"model_name": "all-mpnet-base-v2"}});
+        assert_eq!(
+            embedding_model(&schema(named), &none).as_deref(),
+            Some("sentence-transformers/all-mpnet-base-v2")
+        );
+        let elsewhere = json!({"name": "sentence_transformer", "config": {"model_name": "BAAI/bge-small-en-v1.5"}});
+        assert_eq!(
+            embedding_model(&none, &json!({"embedding_function": elsewhere})).as_deref(),
+            Some("BAAI/bge-small-en-v1.5")
+        );
+        assert_eq!(embedding_model(&schema(json!({"name": "openai"})), &none), None);
+        assert_eq!(embedding_model(&json!({"keys": {}}), &json!({})), None);
+    }
+}

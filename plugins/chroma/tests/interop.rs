@@ -272,6 +272,12 @@ fn extraction_equals_chromadb_get_exactly() {
         DistanceMetric::L2
     );
     assert_eq!(store.describe("all_deleted").expect("describes").count, 0);
+    // The embedding function chromadb records becomes the model `ragged query TEXT` embeds with.
+    assert_eq!(
+        store.describe("never_added").expect("describes").embedding_model.as_deref(),
+        Some("sentence-transformers/all-MiniLM-L6-v2")
+    );
+    assert_eq!(info.embedding_model, None, "embedding_function=None records no model");
     let other = store.describe("tenant1/dbx/elsewhere").expect("describes");
     assert_eq!((other.count, other.extras["tenant"].clone()), (25, json!("tenant1")));
     assert!(

@@ -148,8 +148,9 @@ def build(path):
     gone = client.create_collection("all_deleted", embedding_function=None)
     add_in_batches(gone, rng, "g", 40, 4, 40)
     gone.delete(ids=[f"g{i}" for i in range(40)])
-    # Never written to: chroma has no dimension for it yet.
-    client.create_collection("never_added", embedding_function=None)
+    # Never written to: chroma has no dimension for it yet. chromadb's default embedding function
+    # (all-MiniLM-L6-v2, recorded in the schema, never run here).
+    client.create_collection("never_added")
     # Another tenant and database.
     admin = chromadb.AdminClient(Settings(is_persistent=True, persist_directory=path))
     admin.create_tenant("tenant1")
