@@ -255,6 +255,12 @@ impl TestEnv {
         Run(self.command().args(args).output().unwrap(), args.join(" "))
     }
 
+    /// Writes this environment's configuration file.
+    pub fn write_config(&self, text: &str) {
+        std::fs::create_dir_all(self.path("home/config")).unwrap();
+        std::fs::write(self.path("home/config/backend.toml"), text).unwrap();
+    }
+
     /// `ragged backend generate STORE --collection COLLECTION --records N --dim D EXTRA...`, which
     /// must succeed. Record `i` has the id `doc-{i:08}`.
     pub fn generate(&self, store: &str, collection: &str, records: u64, dimension: u32, extra: &[&str]) {
@@ -275,8 +281,9 @@ impl TestEnv {
     }
 }
 
-/// The output of one `ragged` run, with assertions that print everything on failure.
-pub struct Run(pub Output, String);
+/// The output of one `ragged` run and the arguments it ran with, with assertions that print
+/// everything on failure.
+pub struct Run(pub Output, pub String);
 
 impl Run {
     /// Standard output as text.
@@ -335,6 +342,30 @@ impl Run {
         serde_json::from_str(&self.stdout())
             .unwrap_or_else(|e| panic!("`ragged {}` printed no JSON ({e}):\n{}", self.1, self.stdout()))
     }
+}
+
+/// Writes a `.tar.zst` with exactly these entries: (name, type, content, or the target of a
+/// link). Names are written raw, since tar's own API refuses the `..` and absolute paths that
+/// hostile archives hold.
+pub fn write_tar_zst(path: &Path, entries: &[(&str, tar::EntryType, &[u8])]) {
+    let encoder = zstd::Encoder::new(std::fs::File::create(path).unwrap(), 3).unwrap();
+    let mut builder = tar::Builder::new(encoder.auto_finish());
+    for (name, kind, content) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(*kind);
+        header.set_mode(0o644);
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        let data = if kind.is_file() {
+            *content
+        } else {
+            header.as_old_mut().linkname[..content.len()].copy_from_slice(content);
+            &[]
+        };
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    }
+    builder.into_inner().unwrap();
 }
 
 /// Builds an out-of-tree plugin crate with cargo and returns its library. All such builds share

@@ -1,7 +1,8 @@
 //! Choosing a store: a small real benchmark across the installed plugins, storage comparison,
-//! platform detection, the recommendation on real data, and `ragged query --vector-of`.
+//! platform detection, the recommendation on real data, and `ragged query` by vector and by text.
 
-use ragged_tests::{TestEnv, store_plugins};
+use ragged_embed::{Embedder, SentenceTransformer};
+use ragged_tests::{Run, TestEnv, store_plugins};
 
 #[test]
 fn a_small_benchmark_runs_on_every_installed_store_plugin() {
@@ -167,4 +168,111 @@ fn storage_comparison_platform_recommendation_and_query_use_the_users_data() {
     env.ragged(&["query", "what is a vector store", "--store", &source])
         .code(2)
         .stderr_has("--vector-of");
+}
+
+/// Notes whose vectors all-MiniLM-L6-v2 computes, and a question each answers best.
+const NOTES: &[(&str, &str, &str)] = &[
+    (
+        "backups",
+        "Backups of the vector store run every night at two o'clock.",
+        "when are backups made?",
+    ),
+    (
+        "oncall",
+        "Query latency above 200 ms pages the on-call engineer.",
+        "who gets paged when queries are slow?",
+    ),
+    (
+        "retention",
+        "Deleted records are kept for ninety days before they are purged.",
+        "how long are deleted records retained?",
+    ),
+    (
+        "cafeteria",
+        "The cafeteria serves vegetarian lasagne on Fridays.",
+        "what food is there on Friday?",
+    ),
+    (
+        "onboarding",
+        "New engineers start with the handbook's first chapter.",
+        "where should a new hire begin reading?",
+    ),
+];
+
+#[test]
+fn query_text_is_embedded_with_the_collections_model() {
+    let Some(model) = ragged_interop::minilm_model_dir("embed") else {
+        return;
+    };
+    let embedder = SentenceTransformer::load(&model).unwrap();
+    let documents: Vec<&str> = NOTES.iter().map(|(_, document, _)| *document).collect();
+    let vectors = embedder.embed(&documents).unwrap();
+    let env = TestEnv::new();
+    let lines: Vec<String> = NOTES
+        .iter()
+        .zip(&vectors)
+        .map(|((id, document, _), vector)| {
+            serde_json::json!({ "id": id, "document": document, "metadata": {}, "embedding": vector }).to_string()
+        })
+        .collect();
+    std::fs::write(env.path("notes.jsonl"), lines.join("\n")).unwrap();
+    let parquet = env.store("parquet", "notes-parquet");
+    env.ragged(&["ingest", "notes.jsonl", "--to", &parquet]).ok();
+
+    // Parquet records no model: --model names it, else the query is refused.
+    env.ragged(&["query", "when are backups made?", "--store", &parquet])
+        .code(2)
+        .stderr_has("records no embedding model");
+    let model_arg = model.display().to_string();
+    for (id, _, question) in NOTES {
+        let hits = env
+            .ragged(&[
+                "query", question, "--store", &parquet, "--model", &model_arg, "-k", "2", "--json",
+            ])
+            .ok()
+            .json();
+        assert_eq!(hits["results"][0]["id"], *id, "{question}: {hits:#}");
+        assert_eq!(hits["query"]["text"], *question);
+    }
+
+    // A LEANN index records the model its vectors came from (the store option `model`), found
+    // here in an offline Hugging Face cache, as on a machine where the application ran.
+    let leann = env.store("leann", "notes-leann");
+    env.ragged(&[
+        "backend",
+        "migrate",
+        &parquet,
+        &leann,
+        "--target-option",
+        "model=sentence-transformers/all-MiniLM-L6-v2",
+    ])
+    .ok();
+    let cache = env.path("hf-cache");
+    let repo = cache.join("models--sentence-transformers--all-MiniLM-L6-v2");
+    std::fs::create_dir_all(repo.join("snapshots")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    std::os::unix::fs::symlink(&model, repo.join("snapshots/0123abcd")).unwrap();
+    let query = |question: &str, cache_dir: &std::path::Path| {
+        let mut command = env.command();
+        command
+            .args(["query", question, "--store", &leann, "--json"])
+            .env("HF_HUB_CACHE", cache_dir)
+            .env_remove("HF_HOME");
+        Run(command.output().unwrap(), format!("query {question:?} --store {leann}"))
+    };
+    let hits = query("how long are deleted records retained?", &cache).ok().json();
+    assert_eq!(hits["results"][0]["id"], "retention", "{hits:#}");
+    assert_eq!(hits["query"]["model"], "sentence-transformers/all-MiniLM-L6-v2");
+    // Without the model anywhere, the error names it and where it looked.
+    query("anything", &env.path("empty-cache"))
+        .code(2)
+        .stderr_has("sentence-transformers/all-MiniLM-L6-v2");
+
+    // A model whose vectors have another length is not the collection's.
+    let small = env.store("parquet", "small");
+    env.generate(&small, "tiny", 20, 8, &[]);
+    env.ragged(&["query", "anything", "--store", &small, "--model", &model_arg])
+        .code(2)
+        .stderr_has("384-dimensional");
 }

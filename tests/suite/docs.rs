@@ -114,7 +114,11 @@ fn install_like_a_user(env: &TestEnv) {
         .or_else(|_| std::fs::copy(&artifacts().host, &host).map(drop))
         .unwrap();
     for plugin in store_plugins() {
-        std::os::unix::fs::symlink(staged_plugin_dir().join("installed").join(&plugin), plugins.join(&plugin)).unwrap();
+        std::os::unix::fs::symlink(
+            staged_plugin_dir().join("installed").join(&plugin),
+            plugins.join(&plugin),
+        )
+        .unwrap();
     }
 }
 
@@ -234,13 +238,22 @@ fn the_matcher_masks_measurements_and_keeps_facts() {
         normalise("handbook: 2000 records (2000 loaded in 0.75s, 2671 records/s)", false),
         "handbook: 2000 records (2000 loaded in #s, # records/s)"
     );
-    assert_eq!(normalise("chroma:./db   3.9 MiB   doc-00000042", false), "chroma:./db # MiB doc-00000042");
+    assert_eq!(
+        normalise("chroma:./db   3.9 MiB   doc-00000042", false),
+        "chroma:./db # MiB doc-00000042"
+    );
     assert_eq!(normalise("lance  8963  49.2 MiB", true), "lance # # MiB");
-    assert_eq!(normalise("(in /tmp/x/home/config.toml) x86_64 top-10", true), "(in <path>) x86_64 top-10");
+    assert_eq!(
+        normalise("(in /tmp/x/home/config.toml) x86_64 top-10", true),
+        "(in <path>) x86_64 top-10"
+    );
     let lines = |text: &str| text.lines().map(str::to_owned).collect::<Vec<_>>();
     assert!(matches(&lines("a\n...\nd"), &lines("a\nb\nc\nd")));
     assert!(matches(&lines("a\n...\nd"), &lines("a\nd")));
-    assert!(matches(&lines("chroma 0.1.0 ..."), &lines("chroma 0.1.0 read,write /x/y")));
+    assert!(matches(
+        &lines("chroma 0.1.0 ..."),
+        &lines("chroma 0.1.0 read,write /x/y")
+    ));
     assert!(!matches(&lines("a\nb"), &lines("a\nc")));
     assert!(!matches(&lines("a"), &lines("a\nb")));
     assert!(!matches(&lines("a\n...\nd"), &lines("a\nb")));

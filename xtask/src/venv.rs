@@ -43,7 +43,10 @@ fn sources() -> Result<Vec<(String, PathBuf)>> {
         };
         for entry in entries {
             let dir = entry?.path();
-            let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let dir_name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let name = match dir_name.strip_prefix("python") {
                 Some("") => store_name.clone(),
                 Some(variant) if variant.starts_with('-') => format!("{store_name}{variant}"),
@@ -123,7 +126,11 @@ fn prepare(name: &str, dir: &Path) -> Result<()> {
 fn missing_system_packages(list: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
     let mut missing = Vec::new();
-    for package in text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()) {
+    for package in text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+    {
         let installed = Path::new(SYSTEM_PYTHON).is_file()
             && Command::new("dpkg-query")
                 .args(["-W", "-f", "${Status}", package])

@@ -46,11 +46,15 @@ Sizes come from the store holding your data (measured) and from a sample of it w
 every other installed plugin (estimated); speed from querying that sample in each.";
 
 pub(crate) const QUERY_EXAMPLES: &str = "Examples:
+  ragged query \"how are backups made?\" --store chroma:./chroma_db -k 5
+  ragged query \"retention period\" --store lance:./lancedb --model ./models/all-MiniLM-L6-v2 --json
   ragged query --store lance:./lancedb --collection notes --vector-of doc-00000042 -k 5
-  ragged query --store chroma:./chroma_db --vector-of doc-00000042 --json
 
-Embedding query text needs the collection's embedding model, which ragged cannot run yet; query
-with a stored record's vector (--vector-of) meanwhile.";
+Query text is embedded with the collection's embedding model (the one its store records, or
+--model), run natively: a sentence-transformers model directory, or a Hugging Face id found in the
+offline Hugging Face cache (nothing is downloaded). --embedding-mode openai or ollama sends the text
+to such a service instead (see docs/embedding.md). --vector-of queries with a stored record's
+vector and needs no model.";
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchmarkArgs {
@@ -121,7 +125,7 @@ enum PreferArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct QueryArgs {
-    /// The query text (needs an embedding model; not supported yet, see --vector-of).
+    /// The query text, embedded with the collection's embedding model.
     text: Option<String>,
     /// The store (default: the configured default store).
     #[arg(long)]
@@ -132,6 +136,18 @@ pub(crate) struct QueryArgs {
     /// Query with the vector of the record with this id.
     #[arg(long, value_name = "ID", conflicts_with = "text", required_unless_present = "text")]
     vector_of: Option<String>,
+    /// The embedding model for the query text: a model directory or a Hugging Face id (default:
+    /// the model the collection records).
+    #[arg(long, value_name = "MODEL", conflicts_with = "vector_of")]
+    model: Option<String>,
+    /// How the query text is embedded: sentence-transformers (native), openai or ollama.
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "sentence-transformers",
+        conflicts_with = "vector_of"
+    )]
+    embedding_mode: String,
     /// Number of results.
     #[arg(short, default_value_t = 10)]
     k: u32,
@@ -456,23 +472,54 @@ pub(crate) fn query(ctx: &Context, args: QueryArgs) -> Result<u8> {
         Some(name) => name,
         None => only_collection(&store)?,
     };
-    let Some(id) = args.vector_of else {
-        bail!(
-            "ragged cannot embed query text yet (the collection's embedding model is needed); query with a stored record's vector: --vector-of ID"
-        );
-    };
-    let found = collect_records(
-        store
-            .backend
-            .fetch(&collection, std::slice::from_ref(&id))
-            .in_store(&store, &format!("fetch from '{collection}'"))?,
-    )?;
-    let Some(record) = found.into_iter().next() else {
-        bail!("{spec}: collection '{collection}' has no record '{id}'");
+    let (vector, query) = match (&args.text, &args.vector_of) {
+        (_, Some(id)) => {
+            let found = collect_records(
+                store
+                    .backend
+                    .fetch(&collection, std::slice::from_ref(id))
+                    .in_store(&store, &format!("fetch from '{collection}'"))?,
+            )?;
+            let Some(record) = found.into_iter().next() else {
+                bail!("{spec}: collection '{collection}' has no record '{id}'");
+            };
+            (record.embedding, serde_json::json!({ "vector_of": id }))
+        }
+        (Some(text), None) => {
+            let info = store
+                .backend
+                .describe(&collection)
+                .in_store(&store, &format!("describe '{collection}'"))?;
+            let Some(model) = args.model.clone().or(info.embedding_model) else {
+                bail!(
+                    "{spec}: collection '{collection}' records no embedding model; name the one its vectors came from with --model (a model directory or a Hugging Face id), or query with --vector-of ID"
+                );
+            };
+            let embedder = ragged_embed::embedder_for(&args.embedding_mode, &model, &serde_json::Map::new())
+                .with_context(|| format!("loading the embedding model '{model}'"))?;
+            let vector = embedder
+                .embed(&[text.as_str()])
+                .with_context(|| format!("embedding the query with {}", embedder.describe()))?
+                .pop()
+                .context("the embedder returned no vector")?;
+            if vector.len() != info.dimension as usize {
+                bail!(
+                    "{} gives {}-dimensional vectors, but collection '{collection}' in {spec} holds {}-dimensional ones: not the model its vectors came from (pass the right one with --model)",
+                    embedder.describe(),
+                    vector.len(),
+                    info.dimension
+                );
+            }
+            (
+                vector,
+                serde_json::json!({ "text": text, "model": model, "embedding_mode": args.embedding_mode }),
+            )
+        }
+        (None, None) => bail!("give the query text, or --vector-of ID"),
     };
     let hits = store
         .backend
-        .query(&collection, &record.embedding, args.k)
+        .query(&collection, &vector, args.k)
         .in_store(&store, &format!("query '{collection}'"))?;
     let ids: Vec<String> = hits.iter().map(|h| h.id.clone()).collect();
     let records = collect_records(
@@ -488,7 +535,7 @@ pub(crate) fn query(ctx: &Context, args: QueryArgs) -> Result<u8> {
             .map(|h| serde_json::json!({ "id": h.id, "distance": h.distance, "document": document(&h.id) }))
             .collect();
         print_json(
-            &serde_json::json!({ "store": spec, "collection": collection, "query": { "vector_of": id }, "results": results }),
+            &serde_json::json!({ "store": spec, "collection": collection, "query": query, "results": results }),
         )?;
     } else {
         let mut text = String::new();

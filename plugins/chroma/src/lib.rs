@@ -345,15 +345,18 @@ mod tests {
 
     #[test]
     fn the_embedding_function_chromadb_records_names_the_model() {
-        let schema = |function: serde_json::Value| {
-            json!({"keys": {"#embedding": {"float_list": {"vector_index": {"config": {"embedding_function": function}}}}}})
-        };
+        let schema = |function: serde_json::Value| json!({"keys": {"#embedding": {"float_list": {"vector_index": {"config": {"embedding_function": function}}}}}});
         let none = serde_json::Value::Null;
         assert_eq!(
-            embedding_model(&schema(json!({"type": "known", "name": "default", "config": {}})), &none).as_deref(),
+            embedding_model(
+                &schema(json!({"type": "known", "name": "default", "config": {}})),
+                &none
+            )
+            .as_deref(),
             Some("sentence-transformers/all-MiniLM-L6-v2")
         );
-        let named = json!({"type": "known", "name": "sentence_transformer", "config": {"model_name": "all-mpnet-base-v2"}});
+        let named =
+            json!({"type": "known", "name": "sentence_transformer", "config": {"model_name": "all-mpnet-base-v2"}});
         assert_eq!(
             embedding_model(&schema(named), &none).as_deref(),
             Some("sentence-transformers/all-mpnet-base-v2")

@@ -274,7 +274,11 @@ fn extraction_equals_chromadb_get_exactly() {
     assert_eq!(store.describe("all_deleted").expect("describes").count, 0);
     // The embedding function chromadb records becomes the model `ragged query TEXT` embeds with.
     assert_eq!(
-        store.describe("never_added").expect("describes").embedding_model.as_deref(),
+        store
+            .describe("never_added")
+            .expect("describes")
+            .embedding_model
+            .as_deref(),
         Some("sentence-transformers/all-MiniLM-L6-v2")
     );
     assert_eq!(info.embedding_model, None, "embedding_function=None records no model");

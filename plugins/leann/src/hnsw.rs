@@ -11,6 +11,7 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::convert::Infallible;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -152,11 +153,20 @@ impl Visited {
     }
 }
 
-/// The vectors and how to compare them.
-struct Points<'a> {
-    vectors: &'a [f32],
-    dimension: usize,
-    space: Space,
+/// How a search learns the distances from a query to the nodes it visits: a neighbour list at a
+/// time, so that vectors recomputed from passages are embedded in batches, as LEANN's embedding
+/// server does.
+pub(crate) trait Distances {
+    type Error;
+    /// Replaces `out` with the distances from `query` to each of `nodes`, in order.
+    fn distances(&self, query: &[f32], nodes: &[u32], out: &mut Vec<f32>) -> Result<(), Self::Error>;
+}
+
+/// Vectors in memory (row `i` is node `i`'s) and how to compare them.
+pub(crate) struct Points<'a> {
+    pub vectors: &'a [f32],
+    pub dimension: usize,
+    pub space: Space,
 }
 
 impl Points<'_> {
@@ -174,46 +184,71 @@ impl Points<'_> {
     }
 }
 
+impl Distances for Points<'_> {
+    type Error = Infallible;
+
+    fn distances(&self, query: &[f32], nodes: &[u32], out: &mut Vec<f32>) -> Result<(), Infallible> {
+        out.clear();
+        out.extend(nodes.iter().map(|node| self.to(query, *node)));
+        Ok(())
+    }
+}
+
 /// Moves greedily towards `query` at `level` until no neighbour is closer.
-fn greedy(graph: &impl Adjacency, points: &Points<'_>, query: &[f32], mut best: Scored, level: usize) -> Scored {
+fn greedy<D: Distances>(
+    graph: &impl Adjacency,
+    points: &D,
+    query: &[f32],
+    mut best: Scored,
+    level: usize,
+) -> Result<Scored, D::Error> {
+    let mut distances = Vec::new();
     loop {
+        let neighbors = graph.neighbors(best.1, level);
+        points.distances(query, neighbors, &mut distances)?;
         let mut improved = false;
-        for &neighbor in graph.neighbors(best.1, level) {
-            let distance = points.to(query, neighbor);
+        for (&neighbor, &distance) in neighbors.iter().zip(&distances) {
             if Scored(distance, neighbor) < best {
                 best = Scored(distance, neighbor);
                 improved = true;
             }
         }
         if !improved {
-            return best;
+            return Ok(best);
         }
     }
 }
 
 /// The `ef` nodes closest to `query` reachable at `level` from `entry`, closest first.
-fn search_layer(
+fn search_layer<D: Distances>(
     graph: &impl Adjacency,
-    points: &Points<'_>,
+    points: &D,
     visited: &mut Visited,
     query: &[f32],
     entry: Scored,
     ef: usize,
     level: usize,
-) -> Vec<Scored> {
+) -> Result<Vec<Scored>, D::Error> {
     visited.reset();
     visited.insert(entry.1);
     let mut candidates = BinaryHeap::from([Reverse(entry)]);
     let mut results = BinaryHeap::from([entry]);
+    let (mut fresh, mut distances) = (Vec::new(), Vec::new());
     while let Some(Reverse(current)) = candidates.pop() {
         if results.len() >= ef && results.peek().is_some_and(|worst| current > *worst) {
             break;
         }
-        for &neighbor in graph.neighbors(current.1, level) {
-            if !visited.insert(neighbor) {
-                continue;
-            }
-            let scored = Scored(points.to(query, neighbor), neighbor);
+        fresh.clear();
+        fresh.extend(
+            graph
+                .neighbors(current.1, level)
+                .iter()
+                .copied()
+                .filter(|neighbor| visited.insert(*neighbor)),
+        );
+        points.distances(query, &fresh, &mut distances)?;
+        for (&neighbor, &distance) in fresh.iter().zip(&distances) {
+            let scored = Scored(distance, neighbor);
             if results.len() < ef || results.peek().is_some_and(|worst| scored < *worst) {
                 candidates.push(Reverse(scored));
                 results.push(scored);
@@ -223,7 +258,7 @@ fn search_layer(
             }
         }
     }
-    results.into_sorted_vec()
+    Ok(results.into_sorted_vec())
 }
 
 /// faiss `shrink_neighbor_list`: from candidates sorted closest first, keeps each one that is
@@ -316,10 +351,11 @@ pub(crate) fn extend(vectors: &[f32], dimension: usize, space: Space, params: Bu
         let query = points.row(node).to_vec();
         let mut nearest = Scored(points.to(&query, entry_point), entry_point);
         for upper in (level + 1..=max_level as usize).rev() {
-            nearest = greedy(&Links(&links), &points, &query, nearest, upper);
+            let Ok(closer) = greedy(&Links(&links), &points, &query, nearest, upper);
+            nearest = closer;
         }
         for current in (0..=level.min(max_level as usize)).rev() {
-            let found = search_layer(
+            let Ok(found) = search_layer(
                 &Links(&links),
                 &points,
                 &mut visited,
@@ -366,37 +402,37 @@ fn add_link(points: &Points<'_>, links: &mut [Vec<Vec<u32>>], from: u32, to: u32
     *list = select_heuristic(points, &candidates, max);
 }
 
-/// A graph with its vectors, ready to answer queries.
+/// A graph ready to answer queries.
 pub(crate) struct Searchable<'a, G: Adjacency> {
     pub graph: &'a G,
     pub entry_point: Option<u32>,
     pub max_level: i32,
-    /// Row `i` is node `i`'s vector.
-    pub vectors: &'a [f32],
-    pub dimension: usize,
-    pub space: Space,
+    /// The number of nodes.
+    pub nodes: usize,
 }
 
 impl<G: Adjacency> Searchable<'_, G> {
     /// The `k` nodes nearest to `query`: greedy descent through the upper levels, then a beam
-    /// search of width `ef` on level 0. Returns (distance in `space`, node), closest first.
-    pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<(f32, u32)> {
+    /// search of width `ef` on level 0. Returns (distance, node), closest first.
+    pub fn search<D: Distances>(
+        &self,
+        points: &D,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+    ) -> Result<Vec<(f32, u32)>, D::Error> {
         let Some(entry_point) = self.entry_point else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        let n = self.vectors.len() / self.dimension.max(1);
-        let points = Points {
-            vectors: self.vectors,
-            dimension: self.dimension,
-            space: self.space,
-        };
-        let mut nearest = Scored(points.to(query, entry_point), entry_point);
+        let mut distance = Vec::new();
+        points.distances(query, &[entry_point], &mut distance)?;
+        let mut nearest = Scored(distance[0], entry_point);
         for level in (1..=self.max_level.max(0) as usize).rev() {
-            nearest = greedy(self.graph, &points, query, nearest, level);
+            nearest = greedy(self.graph, points, query, nearest, level)?;
         }
-        let mut visited = Visited::new(n);
-        let found = search_layer(self.graph, &points, &mut visited, query, nearest, ef.max(k), 0);
-        found.into_iter().take(k).map(|s| (s.0, s.1)).collect()
+        let mut visited = Visited::new(self.nodes);
+        let found = search_layer(self.graph, points, &mut visited, query, nearest, ef.max(k), 0)?;
+        Ok(found.into_iter().take(k).map(|s| (s.0, s.1)).collect())
     }
 }
 
@@ -418,21 +454,28 @@ mod tests {
         out
     }
 
-    fn searchable<'a>(
-        graph: &'a Links<'a>,
+    fn search(
         built: &Built,
-        vectors: &'a [f32],
+        vectors: &[f32],
         dimension: usize,
         space: Space,
-    ) -> Searchable<'a, Links<'a>> {
-        Searchable {
-            graph,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+    ) -> Vec<(f32, u32)> {
+        let searchable = Searchable {
+            graph: &Links(&built.links),
             entry_point: built.entry_point,
             max_level: built.max_level,
+            nodes: built.links.len(),
+        };
+        let points = Points {
             vectors,
             dimension,
             space,
-        }
+        };
+        let Ok(hits) = searchable.search(&points, query, k, ef);
+        hits
     }
 
     fn brute_force(vectors: &[f32], dimension: usize, space: Space, query: &[f32], k: usize) -> Vec<u32> {
@@ -463,12 +506,11 @@ mod tests {
                 assert!(list.iter().all(|other| built.links[*other as usize].len() > level));
             }
         }
-        let graph = Links(&built.links);
         let mut found = 0;
         for query_node in (0..n).step_by(7) {
             let query = &vectors[query_node * dimension..(query_node + 1) * dimension];
             let want = brute_force(&vectors, dimension, space, query, 10);
-            let got = searchable(&graph, &built, &vectors, dimension, space).search(query, 10, 64);
+            let got = search(&built, &vectors, dimension, space, query, 10, 64);
             found += got.iter().filter(|(_, node)| want.contains(node)).count();
         }
         let recall = found as f64 / (n.div_ceil(7) * 10) as f64;
@@ -515,12 +557,11 @@ mod tests {
         // The same levels, drawn by node number.
         let levels = |b: &Built| b.links.iter().map(Vec::len).collect::<Vec<_>>();
         assert_eq!(levels(&grown), levels(&whole));
-        let graph = Links(&grown.links);
         let mut found = 0;
         for query_node in (0..n).step_by(5) {
             let query = &vectors[query_node * dimension..(query_node + 1) * dimension];
             let want = brute_force(&vectors, dimension, Space::L2, query, 10);
-            let got = searchable(&graph, &grown, &vectors, dimension, Space::L2).search(query, 10, 64);
+            let got = search(&grown, &vectors, dimension, Space::L2, query, 10, 64);
             found += got.iter().filter(|(_, node)| want.contains(node)).count();
         }
         let recall = found as f64 / (n.div_ceil(5) * 10) as f64;
@@ -544,7 +585,7 @@ mod tests {
             assert_eq!(built.entry_point.is_some(), n > 0);
             for node in 0..n {
                 let query = &vectors[node * 2..node * 2 + 2];
-                let hits = searchable(&Links(&built.links), &built, &vectors, 2, Space::L2).search(query, 1, 16);
+                let hits = search(&built, &vectors, 2, Space::L2, query, 1, 16);
                 assert_eq!(hits[0].1, node as u32);
             }
         }

@@ -192,6 +192,18 @@ pub(crate) fn read_rows(
     Ok(())
 }
 
+/// What a written `.index` file holds besides the graph.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Body<'a> {
+    /// faiss's fixed-width slots (with LEANN's flag byte) and the flat vectors, row `i` node
+    /// `i`'s: the full shape.
+    Full(&'a [f32]),
+    /// faiss's fixed-width slots (with LEANN's flag byte) and `null` storage: LEANN's pruned shape.
+    Pruned,
+    /// LEANN's CSR graph and `null` storage: the compact shape.
+    Compact,
+}
+
 /// What the writer needs besides the graph.
 pub(crate) struct WriteParams<'a> {
     pub dimension: u32,
@@ -199,17 +211,38 @@ pub(crate) struct WriteParams<'a> {
     pub m: usize,
     pub ef_construction: i32,
     pub ef_search: i32,
-    /// Row `i` is node `i`'s vector; `None` writes `null` storage.
-    pub vectors: Option<&'a [f32]>,
+    pub body: Body<'a>,
 }
 
-/// Writes a non-compact `IndexHNSWFlat` (always with LEANN's `0x00` flag byte) to `path`.
-pub(crate) fn write_non_compact(path: &Path, graph: &Graph, params: &WriteParams<'_>) -> Result<(), PluginError> {
+/// Writes an `IndexHNSWFlat` in one of LEANN's shapes to `path` (non-compact ones always with
+/// LEANN's `0x00` flag byte).
+pub(crate) fn write(path: &Path, graph: &Graph, params: &WriteParams<'_>) -> Result<(), PluginError> {
     let file = File::create(path).map_err(|e| PluginError::io(path, &e))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let io = |e: std::io::Error| PluginError::io(path, &e);
     let n = graph.len() as u64;
     let (assign_probas, cum) = default_probas(params.m);
+    let max_levels = cum.len() - 1;
+    let internal = |message: String| PluginError::new(ragged_plugin_api::ErrorCode::Internal, message);
+    if let Some(level) = graph.levels.iter().find(|l| **l as usize > max_levels) {
+        return Err(internal(format!(
+            "a node has {level} levels, the format allows {max_levels} with M = {}",
+            params.m
+        )));
+    }
+    if params.body != Body::Compact {
+        for node in 0..graph.len() {
+            for level in 0..graph.levels[node] as usize {
+                let width = (cum[level + 1] - cum[level]) as usize;
+                let count = graph.neighbors(node as u32, level).len();
+                if count > width {
+                    return Err(internal(format!(
+                        "node {node} has {count} neighbours at level {level}, the slots hold {width}"
+                    )));
+                }
+            }
+        }
+    }
     out.write_all(FOURCC_HNSW_FLAT).map_err(io)?;
     write_header(&mut out, params.dimension, n, params.metric).map_err(io)?;
     write_vec_len(&mut out, assign_probas.len()).map_err(io)?;
@@ -224,46 +257,19 @@ pub(crate) fn write_non_compact(path: &Path, graph: &Graph, params: &WriteParams
     for level in &graph.levels {
         out.write_all(&(*level as i32).to_le_bytes()).map_err(io)?;
     }
-    out.write_all(&[0u8]).map_err(io)?;
-    // offsets[i + 1] - offsets[i] = cum[levels[i]]: every node owns all slots of its levels.
-    let max_levels = cum.len() - 1;
-    if let Some(level) = graph.levels.iter().find(|l| **l as usize > max_levels) {
-        return Err(PluginError::new(
-            ragged_plugin_api::ErrorCode::Internal,
-            format!(
-                "a node has {level} levels, the format allows {max_levels} with M = {}",
-                params.m
-            ),
-        ));
-    }
-    write_vec_len(&mut out, graph.len() + 1).map_err(io)?;
-    let mut offset = 0u64;
-    out.write_all(&offset.to_le_bytes()).map_err(io)?;
-    for level in &graph.levels {
-        offset += cum[*level as usize] as u64;
-        out.write_all(&offset.to_le_bytes()).map_err(io)?;
-    }
-    write_vec_len(&mut out, offset as usize).map_err(io)?;
-    for node in 0..graph.len() {
-        for level in 0..graph.levels[node] as usize {
-            let width = (cum[level + 1] - cum[level]) as usize;
-            let list = graph.neighbors(node as u32, level);
-            if list.len() > width {
-                return Err(PluginError::new(
-                    ragged_plugin_api::ErrorCode::Internal,
-                    format!(
-                        "node {node} has {} neighbours at level {level}, the slots hold {width}",
-                        list.len()
-                    ),
-                ));
-            }
-            for neighbor in list {
-                out.write_all(&(*neighbor as i32).to_le_bytes()).map_err(io)?;
-            }
-            for _ in list.len()..width {
-                out.write_all(&(-1i32).to_le_bytes()).map_err(io)?;
-            }
+    if params.body == Body::Compact {
+        out.write_all(&[1u8]).map_err(io)?;
+        write_vec_len(&mut out, graph.level_ptr.len()).map_err(io)?;
+        for pointer in &graph.level_ptr {
+            out.write_all(&(*pointer as u64).to_le_bytes()).map_err(io)?;
         }
+        write_vec_len(&mut out, graph.node_offsets.len()).map_err(io)?;
+        for offset in &graph.node_offsets {
+            out.write_all(&(*offset as u64).to_le_bytes()).map_err(io)?;
+        }
+    } else {
+        out.write_all(&[0u8]).map_err(io)?;
+        write_fixed_slots(&mut out, graph, &cum).map_err(io)?;
     }
     let entry_point = graph.entry_point.map_or(-1, |e| e as i32);
     for value in [
@@ -275,9 +281,17 @@ pub(crate) fn write_non_compact(path: &Path, graph: &Graph, params: &WriteParams
     ] {
         out.write_all(&value.to_le_bytes()).map_err(io)?;
     }
-    match params.vectors {
-        None => out.write_all(FOURCC_NULL).map_err(io)?,
-        Some(vectors) => {
+    match params.body {
+        Body::Pruned => out.write_all(FOURCC_NULL).map_err(io)?,
+        Body::Compact => {
+            // LEANN's reader wants the storage fourcc before the neighbour array.
+            out.write_all(FOURCC_NULL).map_err(io)?;
+            write_vec_len(&mut out, graph.neighbors.len()).map_err(io)?;
+            for neighbor in &graph.neighbors {
+                out.write_all(&(*neighbor as i32).to_le_bytes()).map_err(io)?;
+            }
+        }
+        Body::Full(vectors) => {
             out.write_all(match params.metric {
                 FaissMetric::InnerProduct => FOURCC_FLAT_IP,
                 FaissMetric::L2 => FOURCC_FLAT_L2,
@@ -292,6 +306,32 @@ pub(crate) fn write_non_compact(path: &Path, graph: &Graph, params: &WriteParams
     }
     let file = out.into_inner().map_err(|e| PluginError::io(path, e.error()))?;
     file.sync_all().map_err(io)
+}
+
+/// faiss's `offsets` and fixed-width `neighbors`: `offsets[i + 1] - offsets[i] = cum[levels[i]]`,
+/// every node owns all slots of its levels, lists padded with `-1` (they were checked to fit).
+fn write_fixed_slots(out: &mut impl Write, graph: &Graph, cum: &[i32]) -> std::io::Result<()> {
+    write_vec_len(out, graph.len() + 1)?;
+    let mut offset = 0u64;
+    out.write_all(&offset.to_le_bytes())?;
+    for level in &graph.levels {
+        offset += cum[*level as usize] as u64;
+        out.write_all(&offset.to_le_bytes())?;
+    }
+    write_vec_len(out, offset as usize)?;
+    for node in 0..graph.len() {
+        for level in 0..graph.levels[node] as usize {
+            let width = (cum[level + 1] - cum[level]) as usize;
+            let list = graph.neighbors(node as u32, level);
+            for neighbor in list {
+                out.write_all(&(*neighbor as i32).to_le_bytes())?;
+            }
+            for _ in list.len()..width {
+                out.write_all(&(-1i32).to_le_bytes())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// faiss `HNSW::set_default_probas(M, 1 / ln M)`, bit for bit: the level probabilities and the
@@ -671,7 +711,7 @@ mod tests {
     }
 
     #[test]
-    fn a_written_index_reads_back_with_graph_and_vectors() {
+    fn a_written_index_reads_back_in_every_shape() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("x.index");
         let graph = sample_graph();
@@ -682,9 +722,9 @@ mod tests {
             m: 32,
             ef_construction: 200,
             ef_search: 16,
-            vectors: Some(&vectors),
+            body: Body::Full(&vectors),
         };
-        write_non_compact(&path, &graph, &params).expect("writes");
+        write(&path, &graph, &params).expect("writes");
         let parsed = read(&path, true).expect("reads");
         assert_eq!(parsed.layout, GraphLayout::NonCompactFlagged);
         assert_eq!(parsed.metric, FaissMetric::L2);
@@ -694,18 +734,59 @@ mod tests {
         read_rows(&path, &stored, 1, 2, &mut rows).expect("rows");
         assert_eq!(rows, vectors[2..6]);
         assert_eq!(parsed.storage_bytes, 4 + HEADER_BYTES + 8 + 24);
-        // The header says what is stored; rewriting without vectors gives null storage.
-        write_non_compact(
-            &path,
-            &graph,
-            &WriteParams {
-                vectors: None,
-                ..params
-            },
-        )
-        .expect("writes");
-        let parsed = read(&path, false).expect("reads");
-        assert!(parsed.vectors.is_none() && parsed.graph.is_none());
+        let full_bytes = parsed.file_bytes;
+        // Pruned and compact: the same graph, null storage.
+        for (body, layout) in [
+            (Body::Pruned, GraphLayout::NonCompactFlagged),
+            (Body::Compact, GraphLayout::Compact),
+        ] {
+            write(&path, &graph, &WriteParams { body, ..params }).expect("writes");
+            let parsed = read(&path, true).expect("reads");
+            assert_eq!(parsed.layout, layout);
+            assert_eq!(parsed.graph.as_ref(), Some(&graph), "{body:?}");
+            assert!(parsed.vectors.is_none());
+            assert!(parsed.file_bytes < full_bytes);
+            let skipped = read(&path, false).expect("reads");
+            assert!(skipped.vectors.is_none() && skipped.graph.is_none());
+        }
+    }
+
+    #[test]
+    fn the_compact_layout_is_leanns_csr() {
+        // Hand-assembled from LEANN's reader: levels, 0x01, level_ptr, node_offsets, five i32s,
+        // "null", then the neighbour array.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("x.index");
+        let graph = sample_graph();
+        let params = WriteParams {
+            dimension: 2,
+            metric: FaissMetric::InnerProduct,
+            m: 32,
+            ef_construction: 200,
+            ef_search: 16,
+            body: Body::Compact,
+        };
+        write(&path, &graph, &params).expect("writes");
+        let bytes = std::fs::read(&path).expect("read");
+        let (probas, cum) = default_probas(32);
+        let body_at = 4 + HEADER_BYTES as usize + 8 + 8 * probas.len() + 8 + 4 * cum.len() + 8 + 4 * 3;
+        let mut want = vec![1u8];
+        let vec_u64 = |out: &mut Vec<u8>, values: &[u64]| {
+            out.extend((values.len() as u64).to_le_bytes());
+            values.iter().for_each(|v| out.extend(v.to_le_bytes()));
+        };
+        // Node 0: levels 0 and 1 ([1, 2], [2]); node 1: [0]; node 2: [0, 1], [0].
+        vec_u64(&mut want, &[0, 2, 3, 3, 4, 4, 6, 7]);
+        vec_u64(&mut want, &[0, 3, 5, 8]);
+        for value in [2i32, 1, 200, 16, 1] {
+            want.extend(value.to_le_bytes());
+        }
+        want.extend(b"null");
+        want.extend(7u64.to_le_bytes());
+        for neighbor in [1i32, 2, 2, 0, 0, 1, 0] {
+            want.extend(neighbor.to_le_bytes());
+        }
+        assert_eq!(bytes[body_at..], want[..]);
     }
 
     #[test]
@@ -722,9 +803,9 @@ mod tests {
                 m: 32,
                 ef_construction: 40,
                 ef_search: 16,
-                vectors: None,
+                body: Body::Pruned,
             };
-            write_non_compact(&path, &graph, &params).expect("writes");
+            write(&path, &graph, &params).expect("writes");
             let mut bytes = std::fs::read(&path).expect("read");
             let (probas, cum) = default_probas(32);
             let flag_at = 4 + HEADER_BYTES as usize + 8 + 8 * probas.len() + 8 + 4 * cum.len() + 8 + 4 * n;

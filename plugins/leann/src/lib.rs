@@ -6,11 +6,13 @@
 //! `leann search <collection>` run in the store directory see it. Indexes that LEANN's Python API
 //! wrote straight into the store directory (`<store>/<name>.leann.meta.json`) are read too.
 //!
-//! This version writes the `full` shape: a real HNSW graph built in Rust plus the stored vectors,
-//! exact and readable without a model, which LEANN searches without recomputing anything. It
-//! reads the graph and passages of every shape LEANN writes, but the records (with their vectors)
-//! only of full indexes: compact and pruned indexes keep no vectors, and recomputing them needs the
-//! embedding model, which this version cannot run yet.
+//! It writes two shapes (store option `shape`): `full`, a real HNSW graph built in Rust plus the
+//! stored vectors, exact and readable without a model, which LEANN searches without recomputing
+//! anything; and `compact`, LEANN's CSR graph without vectors (its storage saving), written only
+//! when a sample of the vectors is what the index's embedding model computes for the documents. It
+//! reads every shape LEANN writes: full indexes exactly, compact and pruned ones with their vectors
+//! recomputed from the passages by the model the index names (run by `ragged-embed`, natively or
+//! over HTTP, never downloaded), which makes them approximate, not bit-exact.
 //!
 //! A tour of the crate, one concern per module:
 //! - this file: opening a store, its options and capabilities, and the [`Backend`] operations;
@@ -19,6 +21,7 @@
 //! - `passages`: the passages file, its offset pickle and `ids.txt`;
 //! - `index_file`: faiss's `IndexHNSWFlat` binary in LEANN's three shapes;
 //! - `hnsw`: building (with the neighbour-selection heuristic) and searching the graph;
+//! - `recompute`: the embedding models of indexes without vectors, and the vectors they give;
 //! - `staging`: the durable staging area of a load;
 //! - `read` and `write`: the operations (`write` also deletes, by rebuilding).
 //!
@@ -32,6 +35,7 @@ mod layout;
 mod meta;
 mod passages;
 mod read;
+mod recompute;
 mod staging;
 mod write;
 
@@ -49,23 +53,41 @@ use ragged_plugin_api::{
 
 use crate::layout::IndexPaths;
 use crate::read::{Loaded, OpenIndex};
+use crate::recompute::Embedders;
 
 /// The store options this plugin accepts.
 const KNOWN_OPTIONS: &[&str] = &["shape", "model", "m", "ef_construction", "ef_search", "seed"];
 
-/// Which kind of index a load writes.
+/// The shape of an index: what its `.index` file keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shape {
     /// Graph plus stored vectors: exact, searchable and readable without a model.
     Full,
-    /// CSR graph without vectors (LEANN's storage saving); not written by this version.
+    /// LEANN's CSR graph without vectors (its storage saving): vectors are recomputed from the
+    /// passages with the index's embedding model.
     Compact,
+    /// faiss's graph layout without vectors (the `leann build` CLI's default). ragged writes it
+    /// only to keep a pruned index pruned when it rewrites one.
+    Pruned,
+}
+
+impl Shape {
+    /// The shape in the words of the docs and of `CollectionInfo.extras.leann_shape`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Full => "full",
+            Shape::Compact => "compact",
+            Shape::Pruned => "pruned",
+        }
+    }
 }
 
 /// The options of an open store, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Settings {
-    pub shape: Shape,
+    /// The shape loads write; `None` keeps an existing collection's shape and writes new ones
+    /// full.
+    pub shape: Option<Shape>,
     /// The model named in new indexes' meta; `None` means the collection's own, else LEANN's default.
     pub model: Option<String>,
     pub m: usize,
@@ -78,7 +100,7 @@ impl Default for Settings {
     fn default() -> Settings {
         // LEANN's defaults: M = 32, efConstruction = 200, search complexity 64.
         Settings {
-            shape: Shape::Full,
+            shape: None,
             model: None,
             m: 32,
             ef_construction: 200,
@@ -97,6 +119,8 @@ pub struct LeannStore {
     /// Graphs and vectors loaded for queries, keyed by collection, valid while the index file is
     /// unchanged.
     loaded: Mutex<HashMap<String, (FileStamp, Arc<Loaded>)>>,
+    /// Embedding models loaded for indexes that keep no vectors.
+    embedders: Arc<Embedders>,
 }
 
 /// What identifies a version of a file cheaply.
@@ -119,8 +143,8 @@ fn parse_options(request: &OpenRequest) -> Result<Settings, PluginError> {
         match key.as_str() {
             "shape" => {
                 settings.shape = match value.as_str() {
-                    "full" => Shape::Full,
-                    "compact" => Shape::Compact,
+                    "full" => Some(Shape::Full),
+                    "compact" => Some(Shape::Compact),
                     other => {
                         return Err(PluginError::invalid_input(format!(
                             "unknown value '{other}' for option 'shape' (expected full or compact)"
@@ -149,7 +173,7 @@ impl LeannStore {
     /// The index of a collection that exists.
     fn open_index(&self, collection: &str) -> Result<OpenIndex, PluginError> {
         match IndexPaths::find(&self.root, collection)? {
-            Some(paths) => OpenIndex::open(paths),
+            Some(paths) => OpenIndex::open(paths, self.embedders.clone()),
             None => Err(PluginError::not_found(format!(
                 "no collection '{collection}' in the leann store at {}",
                 self.root.display()
@@ -188,7 +212,7 @@ impl LeannStore {
         {
             return Ok(loaded.clone());
         }
-        let loaded = Arc::new(Loaded::load(&index)?);
+        let loaded = Arc::new(Loaded::load(index)?);
         if let Ok(mut cache) = self.loaded.lock() {
             cache.insert(collection.to_owned(), (stamp, loaded.clone()));
         }
@@ -202,6 +226,7 @@ impl Plugin for LeannStore {
         .union(Capabilities::UPSERT)
         .union(Capabilities::QUERY)
         .union(Capabilities::STORES_VECTORS)
+        .union(Capabilities::NEEDS_EMBEDDER)
         .union(Capabilities::DELETE);
 
     fn open(request: &OpenRequest) -> Result<LeannStore, PluginError> {
@@ -235,6 +260,7 @@ impl Plugin for LeannStore {
             access: request.access,
             settings,
             loaded: Mutex::new(HashMap::new()),
+            embedders: Arc::default(),
         })
     }
 }
@@ -259,7 +285,7 @@ impl Backend for LeannStore {
     fn load(&self, request: &LoadRequest, batches: BatchStream) -> Result<LoadSummary, PluginError> {
         self.writable("load")?;
         self.forget(&request.collection.name);
-        write::load(&self.root, &self.settings, request, batches)
+        write::load(&self.root, &self.settings, &self.embedders, request, batches)
     }
 
     fn sample(&self, collection: &str, n: u64, seed: u64) -> Result<BatchStream, PluginError> {
@@ -322,7 +348,7 @@ impl Backend for LeannStore {
     fn delete(&self, collection: &str, ids: &[String]) -> Result<u64, PluginError> {
         self.writable("delete")?;
         self.forget(collection);
-        write::delete(&self.root, &self.settings, collection, ids)
+        write::delete(&self.root, &self.settings, &self.embedders, collection, ids)
     }
 }
 

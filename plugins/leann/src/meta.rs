@@ -1,13 +1,15 @@
 //! `NAME.leann.meta.json`: LEANN's description of an index, read with LEANN's defaults, and
-//! written the way `LeannBuilder.build_index_from_arrays` writes it plus a `"ragged"` object for
-//! what LEANN has no key for (the ragged metric name, the embedding model exactly as given, the
-//! collection's own metadata, the file of exact originals for cosine).
+//! written the way `LeannBuilder.build_index_from_arrays` writes it (for the shape written) plus a
+//! `"ragged"` object for what LEANN has no key for (the ragged metric name, the embedding model
+//! exactly as given, the collection's own metadata, the file of exact originals for cosine).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use ragged_plugin_api::{CollectionInfo, DistanceMetric, PluginError};
 use serde_json::{Map, Value, json};
+
+use crate::Shape;
 
 /// LEANN's default embedding model (and `LeannBuilder`'s).
 pub(crate) const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
@@ -21,12 +23,33 @@ pub(crate) struct PassageSource {
     pub offsets: PathBuf,
 }
 
+/// LEANN's embedding model of an index: `embedding_mode`, `embedding_model` and
+/// `embedding_options`, what its embedding server computes passage vectors with.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ModelSpec {
+    pub mode: String,
+    pub model: String,
+    pub options: Map<String, Value>,
+}
+
+impl ModelSpec {
+    /// A sentence-transformers model (LEANN's default mode) without options.
+    pub fn sentence_transformers(model: &str) -> ModelSpec {
+        ModelSpec {
+            mode: "sentence-transformers".into(),
+            model: model.to_owned(),
+            options: Map::new(),
+        }
+    }
+}
+
 /// What ragged needs from a meta file.
 #[derive(Debug, Clone)]
 pub(crate) struct Meta {
     pub raw: Map<String, Value>,
     pub embedding_model: String,
     pub embedding_mode: String,
+    pub embedding_options: Map<String, Value>,
     pub dimension: u32,
     pub is_compact: bool,
     pub is_pruned: bool,
@@ -110,6 +133,11 @@ impl Meta {
                 .and_then(Value::as_str)
                 .unwrap_or("sentence-transformers")
                 .to_owned(),
+            embedding_options: raw
+                .get("embedding_options")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
             ragged: raw.get("ragged").and_then(Value::as_object).cloned(),
             m: kwargs.get("M").and_then(Value::as_u64),
             ef_construction: kwargs.get("efConstruction").and_then(Value::as_u64),
@@ -124,12 +152,21 @@ impl Meta {
         })
     }
 
-    /// The shape in the words of the docs: `full`, `compact` or `pruned`.
-    pub fn shape(&self) -> &'static str {
+    /// The index's shape: compact, else pruned (no vectors), else full.
+    pub fn shape(&self) -> Shape {
         match (self.is_compact, self.is_pruned) {
-            (true, _) => "compact",
-            (false, true) => "pruned",
-            (false, false) => "full",
+            (true, _) => Shape::Compact,
+            (false, true) => Shape::Pruned,
+            (false, false) => Shape::Full,
+        }
+    }
+
+    /// The model the index's passages are embedded with.
+    pub fn model_spec(&self) -> ModelSpec {
+        ModelSpec {
+            mode: self.embedding_mode.clone(),
+            model: self.embedding_model.clone(),
+            options: self.embedding_options.clone(),
         }
     }
 
@@ -161,7 +198,7 @@ impl Meta {
             index_params.insert("efConstruction".into(), json!(ef));
         }
         let mut extras = Map::new();
-        extras.insert("leann_shape".into(), json!(self.shape()));
+        extras.insert("leann_shape".into(), json!(self.shape().name()));
         extras.insert("leann_embedding_model".into(), json!(self.embedding_model));
         extras.insert("leann_embedding_mode".into(), json!(self.embedding_mode));
         if let Some(version) = self.raw.get("version") {
@@ -207,12 +244,14 @@ fn resolve_source(source: &Value, dir: &Path, base: &str) -> Result<PassageSourc
     })
 }
 
-/// What the writer records about a full index.
+/// What the writer records about an index.
 pub(crate) struct WriteMeta<'a> {
     pub base: &'a str,
     pub collection: &'a CollectionInfo,
-    /// The model named in the meta (LEANN embeds queries with it).
-    pub model: &'a str,
+    pub shape: Shape,
+    /// The model named in the meta: LEANN embeds queries with it, and the passages too when the
+    /// shape keeps no vectors.
+    pub model: &'a ModelSpec,
     pub m: usize,
     pub ef_construction: usize,
     pub count: u64,
@@ -228,11 +267,14 @@ pub(crate) fn leann_metric(metric: DistanceMetric) -> &'static str {
     }
 }
 
-/// The meta file of a full index (graph plus stored vectors, nothing to recompute).
-pub(crate) fn full_meta(spec: &WriteMeta<'_>) -> Vec<u8> {
+/// The meta file of an index, with the flags of its shape (`is_compact`, and `is_pruned` for
+/// every shape without vectors).
+pub(crate) fn index_meta(spec: &WriteMeta<'_>) -> Vec<u8> {
     let collection = spec.collection;
     let passages = format!("{}.leann.passages.jsonl", spec.base);
     let offsets = format!("{}.leann.passages.idx", spec.base);
+    let compact = spec.shape == Shape::Compact;
+    let pruned = spec.shape != Shape::Full;
     let mut ragged = Map::new();
     ragged.insert("format".into(), json!(RAGGED_FORMAT));
     ragged.insert("metric".into(), json!(collection.metric.as_str()));
@@ -241,20 +283,20 @@ pub(crate) fn full_meta(spec: &WriteMeta<'_>) -> Vec<u8> {
     if let Some(originals) = spec.originals {
         ragged.insert("originals".into(), json!(originals));
     }
-    let meta = json!({
+    let mut meta = json!({
         "version": "1.1",
         "backend_name": "hnsw",
-        "embedding_model": spec.model,
+        "embedding_model": spec.model.model,
         "dimensions": collection.dimension,
         "backend_kwargs": {
-            "is_compact": false,
-            "is_recompute": false,
+            "is_compact": compact,
+            "is_recompute": pruned,
             "M": spec.m,
             "efConstruction": spec.ef_construction,
             "distance_metric": leann_metric(collection.metric),
             "dimensions": collection.dimension,
         },
-        "embedding_mode": "sentence-transformers",
+        "embedding_mode": spec.model.mode,
         "passage_sources": [{
             "type": "jsonl",
             "path": passages,
@@ -263,11 +305,17 @@ pub(crate) fn full_meta(spec: &WriteMeta<'_>) -> Vec<u8> {
             "index_path_relative": offsets,
         }],
         "built_from_precomputed_embeddings": true,
-        "is_compact": false,
-        "is_pruned": false,
+        "is_compact": compact,
+        "is_pruned": pruned,
         "total_passages": spec.count,
         "ragged": ragged,
     });
+    // LEANN writes embedding_options only when there are some.
+    if !spec.model.options.is_empty()
+        && let Some(object) = meta.as_object_mut()
+    {
+        object.insert("embedding_options".into(), Value::Object(spec.model.options.clone()));
+    }
     let mut bytes = serde_json::to_vec_pretty(&meta).expect("a JSON value always serialises");
     bytes.push(b'\n');
     bytes
@@ -301,13 +349,23 @@ mod tests {
             (DistanceMetric::Ip, "mips"),
             (DistanceMetric::Cosine, "cosine"),
         ] {
-            for model in [None, Some("/abs/model")] {
+            for (model, shape) in [
+                (None, Shape::Full),
+                (Some("/abs/model"), Shape::Compact),
+                (None, Shape::Pruned),
+            ] {
                 let collection = info(metric, model);
                 let path = dir.path().join("documents.leann.meta.json");
-                let bytes = full_meta(&WriteMeta {
+                let mut spec = ModelSpec::sentence_transformers(model.unwrap_or(DEFAULT_MODEL));
+                if shape == Shape::Pruned {
+                    spec.mode = "ollama".into();
+                    spec.options.insert("host".into(), json!("http://localhost:11434"));
+                }
+                let bytes = index_meta(&WriteMeta {
                     base: "documents",
                     collection: &collection,
-                    model: model.unwrap_or(DEFAULT_MODEL),
+                    shape,
+                    model: &spec,
                     m: 32,
                     ef_construction: 200,
                     count: 5,
@@ -316,7 +374,14 @@ mod tests {
                 fs::write(&path, bytes).expect("write");
                 let meta = Meta::read(&path, "documents").expect("reads");
                 assert_eq!(meta.distance_metric, leann);
-                assert_eq!((meta.is_compact, meta.is_pruned, meta.shape()), (false, false, "full"));
+                assert_eq!(
+                    (meta.is_compact, meta.is_pruned, meta.shape()),
+                    (shape == Shape::Compact, shape != Shape::Full, shape)
+                );
+                assert_eq!(meta.model_spec(), spec);
+                // LEANN's backend reads the flags from backend_kwargs too.
+                assert_eq!(meta.raw["backend_kwargs"]["is_recompute"], json!(shape != Shape::Full));
+                assert_eq!(meta.raw.contains_key("embedding_options"), shape == Shape::Pruned);
                 let described = meta.describe("c", 5);
                 assert_eq!(described.metric, metric);
                 assert_eq!(described.embedding_model.as_deref(), model);

@@ -4,13 +4,15 @@
 //! Node `i` is line `i` of `ids.txt` (or `str(i)` without it), its passage is found through the
 //! offset pickle, and its vector is row `i` of the flat storage in `.index`, or of the exact
 //! originals file that ragged writes beside a cosine index. An index without stored vectors (compact
-//! or pruned) can be described, counted and reported on, but its records cannot be read: their
-//! vectors must be recomputed from the passages with the index's embedding model.
+//! or pruned) gets them recomputed from the passages with its embedding model (`recompute`): for
+//! records, the vectors of each batch at once; for queries, those of the nodes a search visits, a
+//! neighbour list at a time, kept for later queries, as LEANN's embedding server computes only what
+//! its search visits.
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ragged_plugin_api::arrow::arrow_array::{RecordBatch, RecordBatchReader};
 use ragged_plugin_api::arrow::arrow_schema::{ArrowError, SchemaRef};
@@ -20,11 +22,12 @@ use ragged_plugin_api::{
     BatchStream, CollectionInfo, DistanceMetric, ErrorCode, ExtractRequest, Hit, PluginError, Record, StorageReport,
 };
 
-use crate::hnsw::{Searchable, Space};
+use crate::hnsw::{Distances, Points, Searchable, Space};
 use crate::index_file::{self, FaissMetric, Graph, GraphLayout, IndexFile};
 use crate::layout::IndexPaths;
 use crate::meta::Meta;
-use crate::passages::{LineReader, read_ids, read_offsets, scan_offsets};
+use crate::passages::{LineReader, Passage, read_ids, read_offsets, scan_offsets};
+use crate::recompute::Embedders;
 
 /// An index opened for reading: meta, node ids, where each passage is, where the vectors are.
 pub(crate) struct OpenIndex {
@@ -39,10 +42,12 @@ pub(crate) struct OpenIndex {
     passage_files: Vec<PathBuf>,
     /// The exact originals (cosine collections written by ragged), when present.
     originals: Option<PathBuf>,
+    /// The store's embedders, for an index that keeps no vectors.
+    embedders: Arc<Embedders>,
 }
 
 impl OpenIndex {
-    pub fn open(paths: IndexPaths) -> Result<OpenIndex, PluginError> {
+    pub fn open(paths: IndexPaths, embedders: Arc<Embedders>) -> Result<OpenIndex, PluginError> {
         let meta_path = paths.meta();
         let meta = Meta::read(&meta_path, &paths.base)?;
         let index_path = paths.index();
@@ -128,6 +133,7 @@ impl OpenIndex {
             locations,
             passage_files,
             originals,
+            embedders,
         })
     }
 
@@ -139,27 +145,14 @@ impl OpenIndex {
         self.meta.describe(&self.paths.name, self.count())
     }
 
-    /// Fails unless the vectors can be read without a model.
-    pub fn check_vectors(&self) -> Result<(), PluginError> {
-        if self.index.vectors.is_some() || self.originals.is_some() {
-            return Ok(());
-        }
-        Err(PluginError::new(
-            ErrorCode::Unsupported,
-            format!(
-                "collection '{}' is a {} LEANN index ({}): it keeps no vectors, and recomputing them from the passages needs the embedding model '{}', which this version of the leann plugin cannot run",
-                self.paths.name,
-                self.meta.shape(),
-                self.index_path.display(),
-                self.meta.embedding_model
-            ),
-        )
-        .with_help("only full indexes (LEANN's is_compact=False, is_recompute=False) can be read for now"))
+    /// Whether the index keeps its vectors (full), rather than having them recomputed from the
+    /// passages (compact, pruned).
+    pub fn stores_vectors(&self) -> bool {
+        self.index.vectors.is_some() || self.originals.is_some()
     }
 
-    /// The vectors of nodes `first .. first + count`, row after row.
-    fn vectors(&self, first: u64, count: u64) -> Result<Vec<f32>, PluginError> {
-        self.check_vectors()?;
+    /// The stored vectors of nodes `first .. first + count`, row after row.
+    fn stored_rows(&self, first: u64, count: u64) -> Result<Vec<f32>, PluginError> {
         let mut out = Vec::with_capacity((count * u64::from(self.index.dimension)) as usize);
         if let Some(path) = &self.originals {
             let stored = index_file::StoredVectors {
@@ -178,18 +171,72 @@ impl OpenIndex {
             index_file::read_rows(path, &stored, first, count, &mut out)?;
         } else if let Some(stored) = &self.index.vectors {
             index_file::read_rows(&self.index_path, stored, first, count, &mut out)?;
+        } else {
+            return Err(PluginError::new(
+                ErrorCode::Internal,
+                format!("{} keeps no vectors to read", self.index_path.display()),
+            ));
         }
         Ok(out)
     }
 
-    /// The exact vectors of nodes `first .. first + count`, for a rebuild.
-    pub fn vectors_for_rebuild(&self, first: u64, count: u64) -> Result<Vec<f32>, PluginError> {
-        self.vectors(first, count)
+    /// The vectors of `passages` recomputed with the index's model, row after row.
+    fn recomputed_rows(&self, passages: &[Passage]) -> Result<Vec<f32>, PluginError> {
+        // LEANN's embedding server embeds the "text" field, "" when there is none.
+        let texts: Vec<&str> = passages.iter().map(|p| p.document.as_deref().unwrap_or("")).collect();
+        self.embedders.passage_vectors(
+            &self.meta.model_spec(),
+            &self.purpose(),
+            &texts,
+            self.index.dimension,
+            self.meta.metric,
+        )
+    }
+
+    /// What recomputing the vectors is for, in errors.
+    fn purpose(&self) -> String {
+        format!(
+            "reading collection '{}' (a {} LEANN index, {}, which keeps no vectors)",
+            self.paths.name,
+            self.meta.shape().name(),
+            self.index_path.display()
+        )
+    }
+
+    /// Loads the embedding model now when the vectors are recomputed, so that a missing model
+    /// fails the call rather than a stream half-way.
+    fn require_model(&self) -> Result<(), PluginError> {
+        if !self.stores_vectors() {
+            self.embedders.get(&self.meta.model_spec(), &self.purpose())?;
+        }
+        Ok(())
+    }
+
+    /// The vectors of nodes `first .. first + count`, for a rebuild: exactly as stored, or
+    /// recomputed.
+    pub fn vectors_for_rebuild(
+        &self,
+        first: u64,
+        count: u64,
+        readers: &mut [LineReader],
+    ) -> Result<Vec<f32>, PluginError> {
+        if self.stores_vectors() {
+            return self.stored_rows(first, count);
+        }
+        let passages = (first..first + count)
+            .map(|node| self.passage(node, readers))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.recomputed_rows(&passages)
     }
 
     /// One line reader per passage file, indexed like [`OpenIndex::passage_location`]'s first value.
     pub fn passage_readers(&self) -> Result<Vec<LineReader>, PluginError> {
-        self.line_readers()
+        self.passage_files.iter().map(|p| LineReader::open(p)).collect()
+    }
+
+    /// The passage file `source` (as [`OpenIndex::passage_location`] numbers them).
+    pub fn passage_file(&self, source: usize) -> &Path {
+        &self.passage_files[source]
     }
 
     /// Which passage file holds node `node`'s line, and at which byte.
@@ -197,43 +244,54 @@ impl OpenIndex {
         self.locations[node as usize]
     }
 
-    fn line_readers(&self) -> Result<Vec<LineReader>, PluginError> {
-        self.passage_files.iter().map(|p| LineReader::open(p)).collect()
+    /// The passage of node `node`, checked to be the one `ids.txt` names.
+    pub fn passage(&self, node: u64, readers: &mut [LineReader]) -> Result<Passage, PluginError> {
+        let (source, offset) = self.locations[node as usize];
+        let passage = readers[source].passage_at(offset)?;
+        let id = &self.ids[node as usize];
+        if passage.id != *id {
+            return Err(PluginError::corrupt(format!(
+                "{}: the line at byte {offset} is passage '{}', expected '{id}'",
+                self.passage_files[source].display(),
+                passage.id
+            )));
+        }
+        Ok(passage)
     }
 
     /// The records of the given nodes, in that order.
     fn records(&self, nodes: &[u64], readers: &mut [LineReader]) -> Result<Vec<Record>, PluginError> {
         let dimension = self.index.dimension as usize;
-        let mut records = Vec::with_capacity(nodes.len());
-        // Contiguous runs of nodes read their vectors in one go.
-        let mut start = 0;
-        while start < nodes.len() {
-            let mut end = start + 1;
-            while end < nodes.len() && nodes[end] == nodes[end - 1] + 1 {
-                end += 1;
-            }
-            let vectors = self.vectors(nodes[start], (end - start) as u64)?;
-            for (row, node) in nodes[start..end].iter().enumerate() {
-                let (source, offset) = self.locations[*node as usize];
-                let passage = readers[source].passage_at(offset)?;
-                let id = &self.ids[*node as usize];
-                if passage.id != *id {
-                    return Err(PluginError::corrupt(format!(
-                        "{}: the line at byte {offset} is passage '{}', expected '{id}'",
-                        self.passage_files[source].display(),
-                        passage.id
-                    )));
+        let passages = nodes
+            .iter()
+            .map(|node| self.passage(*node, readers))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vectors = if self.stores_vectors() {
+            // Contiguous runs of nodes read their vectors in one go.
+            let mut vectors = Vec::with_capacity(nodes.len() * dimension);
+            let mut start = 0;
+            while start < nodes.len() {
+                let mut end = start + 1;
+                while end < nodes.len() && nodes[end] == nodes[end - 1] + 1 {
+                    end += 1;
                 }
-                records.push(Record {
-                    id: passage.id,
-                    document: passage.document,
-                    metadata: passage.metadata,
-                    embedding: vectors[row * dimension..(row + 1) * dimension].to_vec(),
-                });
+                vectors.extend(self.stored_rows(nodes[start], (end - start) as u64)?);
+                start = end;
             }
-            start = end;
-        }
-        Ok(records)
+            vectors
+        } else {
+            self.recomputed_rows(&passages)?
+        };
+        Ok(passages
+            .into_iter()
+            .zip(vectors.chunks_exact(dimension.max(1)))
+            .map(|(passage, vector)| Record {
+                id: passage.id,
+                document: passage.document,
+                metadata: passage.metadata,
+                embedding: vector.to_vec(),
+            })
+            .collect())
     }
 
     fn batch(&self, nodes: &[u64], readers: &mut [LineReader]) -> Result<RecordBatch, PluginError> {
@@ -288,8 +346,8 @@ impl OpenIndex {
 
 /// Every record from `request.start` on, in node order.
 pub(crate) fn extract(index: Arc<OpenIndex>, request: &ExtractRequest) -> Result<BatchStream, PluginError> {
-    index.check_vectors()?;
-    let readers = index.line_readers()?;
+    index.require_model()?;
+    let readers = index.passage_readers()?;
     let end = index.count();
     Ok(BatchStream::from_reader(NodeReader {
         schema: canonical_schema(index.index.dimension),
@@ -303,13 +361,11 @@ pub(crate) fn extract(index: Arc<OpenIndex>, request: &ExtractRequest) -> Result
 
 /// `n` records chosen at random with `seed`, in node order.
 pub(crate) fn sample(index: &OpenIndex, n: u64, seed: u64) -> Result<BatchStream, PluginError> {
-    index.check_vectors()?;
     nodes_stream(index, &choose_positions(index.count(), n, seed))
 }
 
 /// The records with these ids, in the order asked, leaving out unknown ids.
 pub(crate) fn fetch(index: &OpenIndex, ids: &[String]) -> Result<BatchStream, PluginError> {
-    index.check_vectors()?;
     let by_id: HashMap<&str, u64> = index
         .ids
         .iter()
@@ -321,7 +377,7 @@ pub(crate) fn fetch(index: &OpenIndex, ids: &[String]) -> Result<BatchStream, Pl
 }
 
 fn nodes_stream(index: &OpenIndex, nodes: &[u64]) -> Result<BatchStream, PluginError> {
-    let mut readers = index.line_readers()?;
+    let mut readers = index.passage_readers()?;
     let mut batches = Vec::new();
     for chunk in nodes.chunks(1024) {
         batches.push(index.batch(chunk, &mut readers)?);
@@ -365,37 +421,104 @@ impl RecordBatchReader for NodeReader {
     }
 }
 
-/// The graph and vectors of a full index, loaded once for queries.
+/// The graph of an index and the vectors its searches compare, loaded once per version of the
+/// index file.
 pub(crate) struct Loaded {
     graph: Graph,
-    /// The vectors LEANN searches (normalised for cosine).
-    vectors: Vec<f32>,
+    vectors: Vectors,
     ids: Vec<String>,
     dimension: usize,
     metric: DistanceMetric,
 }
 
+/// Where a search gets the vectors it compares.
+enum Vectors {
+    /// Every node's vector, as LEANN searches them (normalised for cosine).
+    Stored(Vec<f32>),
+    /// Vectors recomputed from the passages when a search first visits their node, then kept:
+    /// a query embeds only what it visits (a few hundred passages), as LEANN's embedding server
+    /// does, rather than the whole index before the first answer.
+    Recomputed(Box<OpenIndex>, Mutex<Recomputed>),
+}
+
+/// The vectors recomputed so far, by node, and the readers of the passages.
+struct Recomputed {
+    readers: Vec<LineReader>,
+    rows: HashMap<u32, Vec<f32>>,
+}
+
+/// Distances to recomputed vectors, embedding those not yet known a neighbour list at a time.
+struct Lazy<'a> {
+    index: &'a OpenIndex,
+    recomputed: &'a Mutex<Recomputed>,
+    space: Space,
+}
+
+impl Distances for Lazy<'_> {
+    type Error = PluginError;
+
+    fn distances(&self, query: &[f32], nodes: &[u32], out: &mut Vec<f32>) -> Result<(), PluginError> {
+        // A failed embedding leaves the map as it was, so a poisoned lock is still consistent.
+        let mut recomputed = self.recomputed.lock().unwrap_or_else(PoisonError::into_inner);
+        let Recomputed { readers, rows } = &mut *recomputed;
+        let missing: Vec<u32> = nodes.iter().copied().filter(|node| !rows.contains_key(node)).collect();
+        if !missing.is_empty() {
+            let passages = missing
+                .iter()
+                .map(|node| self.index.passage(u64::from(*node), readers))
+                .collect::<Result<Vec<_>, _>>()?;
+            let vectors = self.index.recomputed_rows(&passages)?;
+            let dimension = self.index.index.dimension as usize;
+            for (node, row) in missing.iter().zip(vectors.chunks_exact(dimension)) {
+                rows.insert(*node, row.to_vec());
+            }
+        }
+        out.clear();
+        for node in nodes {
+            let row = rows
+                .get(node)
+                .ok_or_else(|| PluginError::new(ErrorCode::Internal, format!("node {node} was not recomputed")))?;
+            out.push(self.space.distance(query, row));
+        }
+        Ok(())
+    }
+}
+
 impl Loaded {
-    pub fn load(index: &OpenIndex) -> Result<Loaded, PluginError> {
-        index.check_vectors()?;
+    pub fn load(index: OpenIndex) -> Result<Loaded, PluginError> {
         let parsed = index_file::read(&index.index_path, true)?;
         let graph = parsed
             .graph
             .ok_or_else(|| PluginError::new(ErrorCode::Internal, "the graph was asked for but not read"))?;
-        let mut vectors = Vec::new();
-        match &parsed.vectors {
-            Some(stored) => index_file::read_rows(&index.index_path, stored, 0, stored.rows, &mut vectors)?,
-            None => vectors = index.vectors(0, index.count())?,
-        }
-        if index.meta.metric == DistanceMetric::Cosine {
-            normalize_rows(&mut vectors, parsed.dimension as usize);
-        }
+        let dimension = parsed.dimension as usize;
+        let (ids, metric) = (index.ids.clone(), index.meta.metric);
+        let vectors = match &parsed.vectors {
+            Some(stored) => {
+                let mut vectors = Vec::new();
+                index_file::read_rows(&index.index_path, stored, 0, stored.rows, &mut vectors)?;
+                if metric == DistanceMetric::Cosine {
+                    normalize_rows(&mut vectors, dimension);
+                }
+                Vectors::Stored(vectors)
+            }
+            None => {
+                index.require_model()?;
+                let readers = index.passage_readers()?;
+                Vectors::Recomputed(
+                    Box::new(index),
+                    Mutex::new(Recomputed {
+                        readers,
+                        rows: HashMap::new(),
+                    }),
+                )
+            }
+        };
         Ok(Loaded {
             graph,
             vectors,
-            ids: index.ids.clone(),
-            dimension: parsed.dimension as usize,
-            metric: index.meta.metric,
+            ids,
+            dimension,
+            metric,
         })
     }
 
@@ -421,12 +544,30 @@ impl Loaded {
             graph: &self.graph,
             entry_point: self.graph.entry_point,
             max_level: self.graph.max_level,
-            vectors: &self.vectors,
-            dimension: self.dimension,
-            space,
+            nodes: self.ids.len(),
         };
-        Ok(searchable
-            .search(&query, k, ef)
+        let found = match &self.vectors {
+            Vectors::Stored(vectors) => {
+                let points = Points {
+                    vectors,
+                    dimension: self.dimension,
+                    space,
+                };
+                let Ok(found) = searchable.search(&points, &query, k, ef);
+                found
+            }
+            Vectors::Recomputed(index, recomputed) => searchable.search(
+                &Lazy {
+                    index,
+                    recomputed,
+                    space,
+                },
+                &query,
+                k,
+                ef,
+            )?,
+        };
+        Ok(found
             .into_iter()
             .map(|(distance, node)| Hit {
                 id: self.ids[node as usize].clone(),

