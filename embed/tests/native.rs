@@ -10,7 +10,6 @@
 #![allow(clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ragged_embed::{EmbedError, Embedder, SentenceTransformer, embedder_for, embedder_for_env, resolve_model_in};
 use serde::Deserialize;
