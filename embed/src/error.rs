@@ -46,6 +46,16 @@ pub enum EmbedError {
 }
 
 impl EmbedError {
+    /// A service answered 200 with something this crate cannot use.
+    pub(crate) fn bad_answer(url: &str, reason: String) -> Self {
+        Self::Http {
+            method: "POST",
+            url: url.to_owned(),
+            status: Some(200),
+            reason,
+        }
+    }
+
     pub(crate) fn model_file(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
         Self::ModelFile {
             path: path.into(),

@@ -155,12 +155,7 @@ impl OpenAiEmbedder {
             self.api_key.as_deref(),
             &json!({"model": self.model, "input": batch}),
         )?;
-        let bad = |reason: String| EmbedError::Http {
-            method: "POST",
-            url: url.to_owned(),
-            status: Some(200),
-            reason,
-        };
+        let bad = |reason: String| EmbedError::bad_answer(url, reason);
         let data = answer
             .get("data")
             .and_then(Value::as_array)
@@ -287,12 +282,7 @@ impl Embedder for OllamaEmbedder {
         let mut out = Vec::with_capacity(texts.len());
         for batch in texts.chunks(Self::BATCH_SIZE) {
             let answer = post_json(&self.agent, &url, None, &json!({"model": self.model, "input": batch}))?;
-            let bad = |reason: String| EmbedError::Http {
-                method: "POST",
-                url: url.clone(),
-                status: Some(200),
-                reason,
-            };
+            let bad = |reason: String| EmbedError::bad_answer(&url, reason);
             let embeddings = answer
                 .get("embeddings")
                 .and_then(Value::as_array)
@@ -313,16 +303,14 @@ impl Embedder for OllamaEmbedder {
         if let Some(first) = out.first()
             && let Some(odd) = out.iter().position(|v| v.len() != first.len())
         {
-            return Err(EmbedError::Http {
-                method: "POST",
-                url,
-                status: Some(200),
-                reason: format!(
+            return Err(EmbedError::bad_answer(
+                &url,
+                format!(
                     "inconsistent dimensions: {} for text 0 but {} for text {odd}",
                     first.len(),
                     out[odd].len()
                 ),
-            });
+            ));
         }
         Ok(out)
     }

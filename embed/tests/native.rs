@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-use ragged_embed::{EmbedError, Embedder, SentenceTransformer, embedder_for, embedder_for_env, resolve_model_in};
+use ragged_embed::{
+    EmbedError, Embedder, SentenceTransformer, cosine_similarity, embedder_for, embedder_for_env, resolve_model_in,
+};
 use serde::Deserialize;
 
 const DIMENSION: usize = 384;
@@ -41,11 +43,6 @@ fn model_dir() -> Option<PathBuf> {
     ragged_interop::minilm_model_dir("embed")
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    dot / (norm(a) * norm(b))
-}
-
 fn norm(a: &[f32]) -> f64 {
     a.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt()
 }
@@ -56,7 +53,7 @@ fn assert_matches(label: &str, expected: &Expected, vectors: &[Vec<f32>]) {
     assert_eq!(vectors.len(), expected.texts.len(), "{label}: one vector per text");
     for (want, got) in expected.texts.iter().zip(vectors) {
         assert_eq!(got.len(), DIMENSION, "{label}: dimension for {:?}", want.text);
-        let cos = cosine(&want.vector, got);
+        let cos = cosine_similarity(&want.vector, got);
         assert!(
             cos >= MIN_COSINE,
             "{label}: cosine {cos} < {MIN_COSINE} for {:?}",
@@ -121,14 +118,14 @@ fn different_texts_get_different_vectors() {
     let vectors = model
         .embed(&["A man is eating food.", "東京是日本的首都。"])
         .expect("embeds");
-    let cos = cosine(&vectors[0], &vectors[1]);
+    let cos = cosine_similarity(&vectors[0], &vectors[1]);
     assert!(cos < 0.5, "unrelated texts: cosine {cos}");
     let other = expected
         .texts
         .iter()
         .find(|t| t.text == "A man is eating food.")
         .expect("in the data");
-    assert!(cosine(&other.vector, &vectors[1]) < 0.5);
+    assert!(cosine_similarity(&other.vector, &vectors[1]) < 0.5);
 }
 
 #[test]
@@ -170,7 +167,7 @@ fn embedder_for_finds_the_model_by_path_and_in_a_hugging_face_cache() {
     for embedder in [&by_path, &by_id, &bare] {
         let vectors = embedder.embed(&texts).expect("embeds");
         for (want, got) in want.iter().zip(&vectors) {
-            let cos = cosine(&want.vector, got);
+            let cos = cosine_similarity(&want.vector, got);
             assert!(
                 cos >= MIN_COSINE,
                 "{}: cosine {cos} for {:?}",

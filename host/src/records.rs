@@ -67,24 +67,6 @@ pub fn record_digest(record: &Record) -> RecordDigest {
     }
 }
 
-/// Cosine similarity of two vectors, in f64 so the measurement adds no rounding of its own.
-pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f64 {
-    let (mut dot, mut norm_a, mut norm_b) = (0.0f64, 0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(*x), f64::from(*y));
-        dot += x * y;
-        norm_a += x * x;
-        norm_b += y * y;
-    }
-    if norm_a == 0.0 && norm_b == 0.0 {
-        1.0
-    } else if norm_a == 0.0 || norm_b == 0.0 || a.len() != b.len() {
-        0.0
-    } else {
-        dot / (norm_a.sqrt() * norm_b.sqrt())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,16 +97,5 @@ mod tests {
         ] {
             assert_ne!(record_digest(&base), record_digest(&different), "{different:?}");
         }
-    }
-
-    #[test]
-    fn cosine_similarity_is_measured_in_f64() {
-        assert_eq!(cosine_similarity(&[1.0, 0.0], &[2.0, 0.0]), 1.0);
-        assert_eq!(cosine_similarity(&[1.0, 0.0], &[0.0, 3.0]), 0.0);
-        assert_eq!(cosine_similarity(&[0.0, 0.0], &[0.0, 0.0]), 1.0);
-        assert_eq!(cosine_similarity(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
-        let one_ulp = f32::from_bits(1.0f32.to_bits() + 1);
-        let similarity = cosine_similarity(&[1.0, 1.0], &[one_ulp, 1.0]);
-        assert!(similarity < 1.0 && similarity > 0.999_999_999_999, "{similarity}");
     }
 }

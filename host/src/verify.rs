@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::records::{RecordDigest, collect_records, cosine_similarity, read_stream, record_digest};
+use crate::records::{RecordDigest, collect_records, read_stream, record_digest};
 use crate::store::{InStore, Store};
 
 /// How many mismatching ids a report names.
@@ -177,7 +177,7 @@ pub fn compare_records(want: &Record, got: &Record, tolerance: &Tolerance) -> (R
             .zip(&got.embedding)
             .any(|(a, b)| a.to_bits() != b.to_bits());
     let similarity = if vector_differs {
-        cosine_similarity(&want.embedding, &got.embedding)
+        ragged_embed::cosine_similarity(&want.embedding, &got.embedding)
     } else {
         1.0
     };

@@ -131,22 +131,6 @@ fn model_error(spec: &ModelSpec, purpose: &str, error: EmbedError) -> PluginErro
     }
 }
 
-/// The cosine similarity of two vectors (0 when one of them is zero).
-pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut dot, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(*x), f64::from(*y));
-        dot += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    if aa == 0.0 || bb == 0.0 {
-        0.0
-    } else {
-        dot / (aa.sqrt() * bb.sqrt())
-    }
-}
-
 /// A deterministic stand-in for an embedding model, for the crate's own tests: the model
 /// `ragged-test/hash-D` embeds a text as a `D`-dimensional vector drawn from a hash of it.
 #[cfg(test)]

@@ -27,7 +27,7 @@ use crate::layout::{self, Commit, IndexPaths};
 use crate::meta::{self, ModelSpec, WriteMeta};
 use crate::passages::{self, LineReader};
 use crate::read::{OpenIndex, normalize_rows};
-use crate::recompute::{Embedders, cosine};
+use crate::recompute::Embedders;
 use crate::staging::{BatchReader, Staging, StagingInfo};
 use crate::{Settings, Shape};
 
@@ -664,7 +664,12 @@ fn check_vectors_for_compact(
     let worst = checked
         .iter()
         .zip(computed.chunks_exact(dimension))
-        .map(|(slot, row)| (*slot, cosine(&vectors[slot * dimension..(slot + 1) * dimension], row)))
+        .map(|(slot, row)| {
+            (
+                *slot,
+                ragged_embed::cosine_similarity(&vectors[slot * dimension..(slot + 1) * dimension], row),
+            )
+        })
         .min_by(|a, b| a.1.total_cmp(&b.1));
     match worst {
         Some((slot, similarity)) if similarity < COMPACT_MIN_COSINE => Err(PluginError::invalid_input(format!(

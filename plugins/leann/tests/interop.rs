@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ragged_embed::cosine_similarity;
 use ragged_plugin_api::arrow::{batch_to_records, canonical_schema, records_to_batch};
 use ragged_plugin_api::testing::open_through_ffi;
 use ragged_plugin_api::{
@@ -649,12 +650,6 @@ fn model_records(python: &Path, work: &Path, n: usize) -> (Vec<Record>, String) 
     (records, model)
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
-}
-
 /// Checks that `got` holds `want`'s records with vectors recomputed to cosine >= 0.9999 (and the
 /// same length: LEANN's vectors are the model's output, normalised by the model itself). In fact
 /// they are within the cosine distance of 1e-6 that `ragged backend verify` accepts as
@@ -663,7 +658,7 @@ fn assert_recomputed(got: &[Record], want: &[Record], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}");
     for (have, want) in got.iter().zip(want) {
         assert_eq!((&have.id, &have.document), (&want.id, &want.document), "{what}");
-        let similarity = cosine(&have.embedding, &want.embedding);
+        let similarity = cosine_similarity(&have.embedding, &want.embedding);
         assert!(
             similarity >= 0.9999 && 1.0 - similarity <= 1e-6,
             "{what}: record '{}' has cosine {similarity}",
