@@ -140,9 +140,32 @@ pub fn restore(archive: &Path) -> Result<BackupManifest> {
             manifest = Some(serde_json::from_slice(&text).context("the archive's manifest is damaged")?);
             continue;
         }
-        let safe = name.components().count() == 2 && name.components().all(|c| matches!(c, Component::Normal(_)));
-        if !safe || !name.starts_with("files") {
-            bail!("{}: unexpected entry '{}'", archive.display(), name.display());
+        if !is_entry_name(&name) {
+            bail!(
+                "{}: entry '{}' is not of the form files/NUMBER (it could land outside the backup)",
+                archive.display(),
+                name.display()
+            );
+        }
+        let kind = entry.header().entry_type();
+        if !kind.is_file() {
+            let link = entry
+                .link_name()
+                .ok()
+                .flatten()
+                .map(|target| format!(" to '{}'", target.display()))
+                .unwrap_or_default();
+            let kind = match kind {
+                tar::EntryType::Symlink => "symbolic link",
+                tar::EntryType::Link => "hard link",
+                tar::EntryType::Directory => "directory",
+                _ => "special entry",
+            };
+            bail!(
+                "{}: entry '{}' is a {kind}{link}, not a regular file; a backup holds only files",
+                archive.display(),
+                name.display()
+            );
         }
         let out = staging.path().join(&name);
         std::fs::create_dir_all(out.parent().unwrap_or(staging.path()))?;
@@ -150,6 +173,7 @@ pub fn restore(archive: &Path) -> Result<BackupManifest> {
     }
     let manifest =
         manifest.with_context(|| format!("{}: no manifest (the archive is truncated)", archive.display()))?;
+    check_paths(&manifest).map_err(|problem| anyhow::anyhow!("{}: {problem}", archive.display()))?;
     for file in &manifest.files {
         let staged = staging.path().join(&file.entry);
         let sha256 = crate::plugin_manager::sha256_file(&staged)
@@ -185,6 +209,55 @@ pub fn restore(archive: &Path) -> Result<BackupManifest> {
         std::fs::rename(&temp, &file.path).with_context(|| format!("restoring {}", file.path.display()))?;
     }
     Ok(manifest)
+}
+
+/// Whether an archive entry is named like the files `create` writes: `files/NUMBER`.
+fn is_entry_name(name: &Path) -> bool {
+    let parts: Vec<Component<'_>> = name.components().collect();
+    matches!(parts.as_slice(), [Component::Normal(dir), Component::Normal(_)] if *dir == "files")
+}
+
+/// Checks where a manifest would write before anything is touched: every file and directory inside
+/// one of its roots with no `..`, every entry named as `create` names them, and no symbolic link
+/// (one that appeared since the backup) on the way from a root to what is restored.
+fn check_paths(manifest: &BackupManifest) -> Result<(), String> {
+    for root in &manifest.roots {
+        if root.components().any(|c| c == Component::ParentDir) {
+            return Err(format!("the manifest's root {} contains '..'", root.display()));
+        }
+    }
+    let files = manifest.files.iter().map(|f| &f.path);
+    for path in files.chain(&manifest.directories) {
+        let root = manifest
+            .roots
+            .iter()
+            .find(|root| path.starts_with(root))
+            .ok_or_else(|| format!("the manifest names {}, outside the trees it backed up", path.display()))?;
+        if path.components().any(|c| c == Component::ParentDir) {
+            return Err(format!("the manifest names {}, a path with '..'", path.display()));
+        }
+        // A link above the root is the user's; one below it would redirect the restore.
+        if let Some(link) = path
+            .ancestors()
+            .take_while(|ancestor| ancestor != root)
+            .filter(|ancestor| std::fs::symlink_metadata(ancestor).is_ok_and(|m| m.file_type().is_symlink()))
+            .last()
+        {
+            return Err(format!(
+                "{} is now a symbolic link, which the restore of {} would follow; remove it and restore again",
+                link.display(),
+                path.display()
+            ));
+        }
+    }
+    if let Some(file) = manifest.files.iter().find(|f| !is_entry_name(Path::new(&f.entry))) {
+        return Err(format!(
+            "the manifest reads {} from entry '{}', which is not of the form files/NUMBER",
+            file.path.display(),
+            file.entry
+        ));
+    }
+    Ok(())
 }
 
 /// Every regular file under `root` (or `root` itself), sorted; nothing for a missing root.
@@ -294,6 +367,160 @@ mod tests {
         restore(&archive).expect("restores");
         assert_eq!(tree_digest(&store).expect("digest"), before);
         assert!(!missing.exists(), "a root that did not exist at backup time is removed");
+    }
+
+    /// Writes an archive with these raw entries (name, type, content or link target) and then
+    /// `manifest`, the way a hostile or damaged archive would be made.
+    fn craft(archive: &Path, entries: &[(&str, tar::EntryType, &str)], manifest: &BackupManifest) {
+        let file = File::create(archive).expect("create");
+        let mut builder = tar::Builder::new(zstd::Encoder::new(file, 3).expect("zstd").auto_finish());
+        let manifest = serde_json::to_string(manifest).expect("json");
+        let all = entries
+            .iter()
+            .copied()
+            .chain([(MANIFEST_ENTRY, tar::EntryType::Regular, manifest.as_str())]);
+        for (name, kind, content) in all {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_mode(0o644);
+            // set_path refuses '..' and absolute paths: write the raw name.
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            let data = if kind.is_file() {
+                content.as_bytes()
+            } else {
+                header.as_old_mut().linkname[..content.len()].copy_from_slice(content.as_bytes());
+                b""
+            };
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+            builder.append(&header, data).expect("append");
+        }
+        builder.into_inner().expect("finish");
+    }
+
+    /// A manifest restoring `data` to `path` under `root`, from entry `entry`.
+    fn manifest_of(root: &Path, path: PathBuf, entry: &str) -> BackupManifest {
+        BackupManifest {
+            label: "crafted".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            roots: vec![root.to_owned()],
+            files: vec![BackupFile {
+                entry: entry.into(),
+                path,
+                size: 4,
+                sha256: hex::encode(Sha256::digest(b"data")),
+            }],
+            directories: vec![root.to_owned()],
+        }
+    }
+
+    #[test]
+    fn entries_that_could_escape_are_refused_naming_the_backup_and_the_entry() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(&store).expect("mkdir");
+        std::fs::write(store.join("a"), b"current").expect("write");
+        let archive = dir.path().join("backups/b.tar.zst");
+        std::fs::create_dir_all(archive.parent().expect("parent")).expect("mkdir");
+        let manifest = manifest_of(&store, store.join("a"), "files/000001");
+        let outside = dir.path().join("escaped");
+        let outside_name = outside.display().to_string();
+        for (entry, kind, content, refusal) in [
+            (
+                "../escaped",
+                tar::EntryType::Regular,
+                "data",
+                "is not of the form files/NUMBER",
+            ),
+            (
+                outside_name.as_str(),
+                tar::EntryType::Regular,
+                "data",
+                "is not of the form files/NUMBER",
+            ),
+            (
+                "files/000001",
+                tar::EntryType::Symlink,
+                outside_name.as_str(),
+                "is a symbolic link to",
+            ),
+            (
+                "files/000001",
+                tar::EntryType::Link,
+                "../../escaped",
+                "is a hard link to '../../escaped'",
+            ),
+            (
+                "files",
+                tar::EntryType::Directory,
+                "",
+                "is not of the form files/NUMBER",
+            ),
+        ] {
+            craft(&archive, &[(entry, kind, content)], &manifest);
+            let error = format!("{:#}", restore(&archive).expect_err(entry));
+            assert!(
+                error.contains(&format!("{}: entry '{entry}' ", archive.display())) && error.contains(refusal),
+                "{error}"
+            );
+            assert!(!outside.exists(), "{entry} was written outside");
+            assert_eq!(std::fs::read(store.join("a")).expect("read"), b"current", "{entry}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_that_writes_outside_its_roots_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(&store).expect("mkdir");
+        let archive = dir.path().join("b.tar.zst");
+        let good_entry = [("files/000001", tar::EntryType::Regular, "data")];
+        for (manifest, refusal) in [
+            (
+                manifest_of(&store, dir.path().join("elsewhere"), "files/000001"),
+                "outside the trees it backed up",
+            ),
+            (
+                manifest_of(&store, store.join("../escaped"), "files/000001"),
+                "a path with '..'",
+            ),
+            (
+                manifest_of(&store, store.join("a"), "../../etc/passwd"),
+                "from entry '../../etc/passwd', which is not of the form files/NUMBER",
+            ),
+        ] {
+            craft(&archive, &good_entry, &manifest);
+            let error = format!("{:#}", restore(&archive).expect_err(refusal));
+            assert!(
+                error.starts_with(&format!("{}: ", archive.display())) && error.contains(refusal),
+                "{error}"
+            );
+            assert!(!dir.path().join("elsewhere").exists() && !dir.path().join("escaped").exists());
+            assert!(!store.join("a").exists());
+        }
+    }
+
+    #[test]
+    fn a_link_that_appeared_under_a_root_is_not_followed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(store.join("data")).expect("mkdir");
+        std::fs::write(store.join("data/x"), b"x").expect("write");
+        let archive = dir.path().join("b.tar.zst");
+        create(&archive, "test", std::slice::from_ref(&store), &[]).expect("backup");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::remove_dir_all(store.join("data")).expect("rm");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&outside, store.join("data")).expect("symlink");
+        #[cfg(windows)]
+        std::os::windows::fs::symlink_dir(&outside, store.join("data")).expect("symlink");
+        let error = format!("{:#}", restore(&archive).expect_err("through a link"));
+        assert!(
+            error.contains(&format!("{} is now a symbolic link", store.join("data").display())),
+            "{error}"
+        );
+        assert!(!outside.join("x").exists(), "the restore wrote through the link");
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //! batch_size = 1000
 //! checkpoint_interval = 10000
 //!
+//! [plugins]
+//! call_timeout_secs = 300              # a plugin call silent this long is hung: ragged exits (0: never)
+//!
 //! [stores.chroma]                      # `chroma` on the command line means this store
 //! backend = "chroma"
 //! location = "/home/me/.ragged/chroma_db"
@@ -42,6 +45,8 @@ pub struct Config {
     pub default_store: Option<String>,
     /// Migration defaults.
     pub migration: MigrationSettings,
+    /// How the host treats plugins.
+    pub plugins: PluginSettings,
     /// Named stores.
     pub stores: BTreeMap<String, NamedStore>,
     /// Personas: named sets of collections with a default store.
@@ -88,6 +93,21 @@ impl Default for MigrationSettings {
             batch_size: 1000,
             checkpoint_interval: 10_000,
         }
+    }
+}
+
+/// How the host treats plugins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Seconds a plugin call may go without returning (a load: without asking for its next batch)
+    /// before ragged gives up on it as hung; 0 waits forever.
+    pub call_timeout_secs: u64,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings { call_timeout_secs: 300 }
     }
 }
 
@@ -223,6 +243,8 @@ mod tests {
 default_store = "lance"
 [migration]
 batch_size = 500
+[plugins]
+call_timeout_secs = 20
 [stores.chroma]
 backend = "chroma"
 location = "/data/chroma"
@@ -240,6 +262,8 @@ store = "chroma"
             config.migration.checkpoint_interval, 10_000,
             "unset keys keep their defaults"
         );
+        assert_eq!(config.plugins.call_timeout_secs, 20);
+        assert_eq!(PluginSettings::default().call_timeout_secs, 300);
         let (spec, options) = config.resolve_store("chroma").expect("named store");
         assert_eq!(
             (spec.backend.as_str(), spec.location.as_str()),

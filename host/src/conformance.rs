@@ -14,6 +14,7 @@ use ragged_plugin_api::{
 use serde::Serialize;
 
 use crate::corpus::Corpus;
+use crate::guard::{self, Limits};
 use crate::records::{collect_records, record_digest};
 use crate::tree::tree_digest;
 
@@ -59,9 +60,12 @@ pub struct ConformanceReport {
 }
 
 /// Runs every check against `plugin`, in a scratch directory under `scratch`.
-pub fn run(plugin: &LoadedPlugin, plugin_name: &str, scratch: &Path) -> ConformanceReport {
+/// Every call is guarded with `limits`, as in any other command.
+pub fn run(plugin: &LoadedPlugin, plugin_name: &str, scratch: &Path, limits: &Limits) -> ConformanceReport {
     let suite = Suite {
         plugin,
+        name: plugin_name,
+        limits,
         capabilities: plugin.info.capabilities,
         location: scratch.join("store"),
     };
@@ -145,6 +149,8 @@ pub fn run(plugin: &LoadedPlugin, plugin_name: &str, scratch: &Path) -> Conforma
 
 struct Suite<'a> {
     plugin: &'a LoadedPlugin,
+    name: &'a str,
+    limits: &'a Limits,
     capabilities: Capabilities,
     location: std::path::PathBuf,
 }
@@ -229,7 +235,8 @@ impl Suite<'_> {
             options: Default::default(),
             access,
         };
-        Ok(self.plugin.open(&request)?)
+        let store = format!("{}:{}", self.name, request.location);
+        Ok(guard::open(self.plugin, self.name, &store, &request, self.limits)?)
     }
 
     fn exact(&self) -> bool {

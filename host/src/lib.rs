@@ -7,6 +7,8 @@
 //! - [`config`]: `~/.ragged/config/backend.toml`: migration settings, named stores, personas.
 //! - [`plugin_manager`]: discovers, validates, packages, installs and loads plugins; opens stores.
 //! - [`store`]: store specs (`BACKEND:LOCATION`) and an opened store.
+//! - [`guard`]: every call into a plugin's store on a worker thread with a time limit, and every
+//!   record stream a plugin returns checked before it is read.
 //! - [`migrate`], [`verify`], [`cleanup`]: the engines; they see only the safe `Backend` trait.
 //! - [`sync`], [`dual_write`], [`ingest`]: switching without downtime: incremental sync by record
 //!   digests, writing to several stores with a retry file, reading records from JSONL/Parquet files.
@@ -28,6 +30,7 @@ pub mod conformance;
 pub mod context;
 pub mod corpus;
 pub mod dual_write;
+pub mod guard;
 pub mod ingest;
 pub mod migrate;
 pub mod output;

@@ -343,12 +343,16 @@ fn load_all(
             .backend
             .extract(&name, &request)
             .in_store(source, &format!("extract '{name}'"))?;
-        let reader = stream.into_reader()?;
+        let reader = crate::records::import_stream(stream, Some(info.dimension))
+            .with_context(|| format!("{}: extract '{name}'", source.spec))?;
         let schema = ragged_plugin_api::arrow::canonical_schema(info.dimension);
+        // Batches go to the target as they are, so the schema must be the canonical one exactly.
         if reader.schema().fields() != schema.fields() {
             bail!(
-                "{}: extract '{name}' returned columns that are not the canonical schema",
-                source.spec
+                "{}: extract '{name}' returned the schema {:?}, not the canonical {:?}",
+                source.spec,
+                reader.schema().fields(),
+                schema.fields()
             );
         }
         let shared: SharedReader = Arc::new(Mutex::new(Box::new(reader)));
@@ -369,15 +373,17 @@ fn load_all(
                 progress.clone(),
                 cancel.clone(),
             );
-            let (taken, exhausted) = (chunk.taken.clone(), chunk.exhausted.clone());
+            let (taken, exhausted, failure) = (chunk.taken.clone(), chunk.exhausted.clone(), chunk.failure.clone());
             let load = LoadRequest {
                 collection: info.clone(),
                 mode,
             };
-            target
-                .backend
-                .load(&load, BatchStream::from_reader(chunk))
-                .in_store(target, &format!("load '{name}'"))?;
+            let loaded = target.backend.load(&load, BatchStream::from_reader(chunk));
+            // A source that failed mid-stream is the cause, whatever the target made of it.
+            if let Some(failure) = failure.lock().ok().and_then(|mut f| f.take()) {
+                bail!("{failure}");
+            }
+            loaded.in_store(target, &format!("load '{name}'"))?;
             let taken = taken.load(Ordering::SeqCst);
             loaded_now += taken;
             let collection = run.progress_mut(&name)?;
@@ -447,7 +453,8 @@ type SharedReader = Arc<Mutex<Box<dyn Iterator<Item = Result<RecordBatch, ArrowE
 
 /// One load's worth of the source stream: batches until `limit` records have passed (ending at
 /// a batch boundary), the source ends, or a stop was requested. Checks each batch against the
-/// canonical schema and reports progress.
+/// canonical schema and reports progress; keeps the source's error, which the target only sees
+/// as the end of its input.
 struct ChunkReader {
     source: SharedReader,
     schema: SchemaRef,
@@ -456,6 +463,7 @@ struct ChunkReader {
     cancel: Arc<AtomicBool>,
     taken: Arc<AtomicU64>,
     exhausted: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl ChunkReader {
@@ -469,7 +477,15 @@ impl ChunkReader {
             cancel,
             taken,
             exhausted,
+            failure: Arc::default(),
         }
+    }
+
+    fn fail(&self, error: ArrowError) -> Option<Result<RecordBatch, ArrowError>> {
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.get_or_insert_with(|| crate::records::arrow_message(&error));
+        }
+        Some(Err(error))
     }
 }
 
@@ -489,13 +505,13 @@ impl Iterator for ChunkReader {
                 self.exhausted.store(true, Ordering::SeqCst);
                 return None;
             }
-            Some(Err(error)) => return Some(Err(error)),
+            Some(Err(error)) => return self.fail(error),
             Some(Ok(batch)) => batch,
         };
         if batch.schema().fields() != self.schema.fields() {
-            return Some(Err(ArrowError::SchemaError(
+            return self.fail(ArrowError::SchemaError(
                 "the source produced a batch outside the canonical schema".into(),
-            )));
+            ));
         }
         let rows = batch.num_rows() as u64;
         self.taken.fetch_add(rows, Ordering::SeqCst);
@@ -621,7 +637,9 @@ pub fn dry_run(
             .in_store(source, &format!("extract '{name}'"))?;
         let mut batches = Vec::new();
         let mut taken = 0u64;
-        for batch in crate::records::read_stream(stream, Some(info.dimension))? {
+        let read = crate::records::read_stream(stream, Some(info.dimension))
+            .with_context(|| format!("{}: extract '{name}'", source.spec))?;
+        for batch in read {
             let batch = batch?;
             let wanted = (PROBE_RECORDS - taken).min(batch.num_rows() as u64) as usize;
             taken += wanted as u64;

@@ -1,23 +1,77 @@
 //! Canonical batches on the host side: reading a plugin's stream and digesting records.
 
-use arrow_array::{RecordBatch, RecordBatchReader};
+use arrow_array::cast::AsArray;
+use arrow_array::ffi_stream::ArrowArrayStreamReader;
+use arrow_array::{Array, RecordBatch, RecordBatchReader};
+use arrow_schema::ArrowError;
 use ragged_plugin_api::arrow::{batch_to_records, check_schema};
 use ragged_plugin_api::{BatchStream, Record, canonical_metadata};
 use sha2::{Digest, Sha256};
+
+/// Imports a stream, checking that it announces the canonical schema (with embeddings of
+/// `dimension`, when given).
+pub fn import_stream(stream: BatchStream, dimension: Option<u32>) -> anyhow::Result<ArrowArrayStreamReader> {
+    let reader = stream.into_reader()?;
+    let announced = check_schema(&reader.schema())?;
+    if let Some(expected) = dimension
+        && announced != expected
+    {
+        anyhow::bail!(
+            "the stream's embeddings have {announced} dimensions, but the collection is described with {expected}"
+        );
+    }
+    Ok(reader)
+}
 
 /// Reads every batch of a stream, checking the canonical schema (and `dimension`, when given).
 pub fn read_stream(
     stream: BatchStream,
     dimension: Option<u32>,
 ) -> anyhow::Result<impl Iterator<Item = anyhow::Result<RecordBatch>>> {
-    let reader = stream.into_reader()?;
-    let announced = check_schema(&reader.schema())?;
-    if let Some(expected) = dimension
-        && announced != expected
-    {
-        anyhow::bail!("the stream's embeddings have {announced} dimensions, the collection has {expected}");
+    let reader = import_stream(stream, dimension)?;
+    Ok(reader.map(|batch| batch.map_err(|error| anyhow::anyhow!(arrow_message(&error)))))
+}
+
+/// Checks a valid batch (see `BatchStream::into_validated_reader`) whose schema passed
+/// [`check_schema`] for what that schema cannot promise: no id, embedding or embedding value may
+/// be null.
+pub fn check_batch(batch: &RecordBatch) -> Result<(), String> {
+    let nulls = batch.column(0).null_count();
+    if nulls > 0 {
+        return Err(format!("{nulls} of its {} ids are null", batch.num_rows()));
     }
-    Ok(reader.map(|batch| Ok(batch?)))
+    let embeddings = batch
+        .column(3)
+        .as_fixed_size_list_opt()
+        .ok_or("column 'embedding' is not a fixed-size list")?;
+    if embeddings.null_count() > 0 {
+        return Err(format!("{} of its embeddings are null", embeddings.null_count()));
+    }
+    let dimension = embeddings.value_length() as usize;
+    let values = embeddings
+        .values()
+        .slice(embeddings.value_offset(0) as usize, embeddings.len() * dimension);
+    if values.null_count() > 0 {
+        return Err(format!("its embeddings hold {} null values", values.null_count()));
+    }
+    Ok(())
+}
+
+/// The text of a stream error without the prefixes arrow adds each time an error crosses an Arrow
+/// C stream ("C Data interface error: External error: ...").
+pub fn arrow_message(error: &ArrowError) -> String {
+    let mut text = match error {
+        ArrowError::ExternalError(inner) => inner.to_string(),
+        ArrowError::CDataInterface(text) => text.clone(),
+        other => other.to_string(),
+    };
+    while let Some(rest) = ["External error: ", "C Data interface error: "]
+        .iter()
+        .find_map(|prefix| text.strip_prefix(prefix))
+    {
+        text = rest.to_owned();
+    }
+    text
 }
 
 /// Reads every record of a stream into memory (for small streams: samples, fetches, tests).
@@ -97,5 +151,82 @@ mod tests {
         ] {
             assert_ne!(record_digest(&base), record_digest(&different), "{different:?}");
         }
+    }
+
+    fn batch(dimension: u32) -> RecordBatch {
+        let records: Vec<Record> = (0..3)
+            .map(|i| record(None, None, vec![i as f32; dimension as usize]))
+            .collect();
+        ragged_plugin_api::arrow::records_to_batch(&records, dimension).expect("batch")
+    }
+
+    /// `batch` sent through an Arrow C stream that announces `schema`, as a plugin would.
+    fn through_a_stream(schema: arrow_schema::SchemaRef, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let stream = BatchStream::from_reader(arrow_array::RecordBatchIterator::new([Ok(batch)], schema));
+        stream.into_validated_reader().expect("schema").next().expect("a batch")
+    }
+
+    #[test]
+    fn batches_are_checked_for_what_the_schema_cannot_promise() {
+        use std::sync::Arc;
+
+        use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
+        use arrow_array::{ArrayRef, StringArray};
+        use ragged_plugin_api::arrow::canonical_schema;
+
+        assert_eq!(check_batch(&batch(4)), Ok(()));
+
+        let nullable_ids = {
+            let batch = batch(2);
+            let mut fields: Vec<arrow_schema::Field> = batch.schema().fields().iter().map(|f| (**f).clone()).collect();
+            fields[0] = fields[0].clone().with_nullable(true);
+            let mut columns = batch.columns().to_vec();
+            columns[0] = Arc::new(StringArray::from(vec![Some("a"), None, None])) as ArrayRef;
+            RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).expect("batch")
+        };
+        assert_eq!(check_batch(&nullable_ids), Err("2 of its 3 ids are null".into()));
+        // Under the canonical schema, whose ids are not nullable, the import refuses them.
+        let error = through_a_stream(canonical_schema(2), nullable_ids).expect_err("null ids");
+        assert!(
+            arrow_message(&error).contains("Column 'id' is declared as non-nullable"),
+            "{error}"
+        );
+
+        let mut embeddings = FixedSizeListBuilder::new(Float32Builder::new(), 2).with_field(Arc::new(
+            arrow_schema::Field::new("item", arrow_schema::DataType::Float32, true),
+        ));
+        for value in [Some(1.0), Some(2.0), Some(3.0), None, Some(5.0), Some(6.0)] {
+            embeddings.values().append_option(value);
+        }
+        (0..3).for_each(|_| embeddings.append(true));
+        let mut columns = batch(2).columns().to_vec();
+        columns[3] = Arc::new(embeddings.finish());
+        let null_value = RecordBatch::try_new(canonical_schema(2), columns).expect("batch");
+        assert_eq!(
+            check_batch(&null_value),
+            Err("its embeddings hold 1 null values".into())
+        );
+
+        let mut embeddings = FixedSizeListBuilder::new(Float32Builder::new(), 2).with_field(Arc::new(
+            arrow_schema::Field::new("item", arrow_schema::DataType::Float32, true),
+        ));
+        for valid in [true, false, true] {
+            embeddings.values().append_slice(&[1.0, 2.0]);
+            embeddings.append(valid);
+        }
+        let mut fields: Vec<arrow_schema::Field> = canonical_schema(2).fields().iter().map(|f| (**f).clone()).collect();
+        fields[3] = fields[3].clone().with_nullable(true);
+        let mut columns = batch(2).columns().to_vec();
+        columns[3] = Arc::new(embeddings.finish());
+        let null_embedding = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).expect("batch");
+        assert_eq!(check_batch(&null_embedding), Err("1 of its embeddings are null".into()));
+    }
+
+    #[test]
+    fn stream_errors_lose_the_prefixes_of_each_crossing() {
+        let crossed = ArrowError::CDataInterface("External error: chroma:/x: extract 'c' failed".into());
+        assert_eq!(arrow_message(&crossed), "chroma:/x: extract 'c' failed");
+        let plain = ArrowError::ExternalError("disk full".into());
+        assert_eq!(arrow_message(&plain), "disk full");
     }
 }

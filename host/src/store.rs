@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use ragged_plugin_api::{Access, Backend, Capabilities, OpenRequest, PluginError};
 
 use crate::context::Context;
-use crate::plugin_manager;
+use crate::{guard, plugin_manager};
 
 /// A store named on the command line: `chroma:./chroma_db`, `parquet:/data/export`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub struct Store {
     /// Whether the location was a directory before the plugin opened it (None: not a local path);
     /// plugins create stores on a read-write open, so only this tells what "before" looked like.
     pub existed_before_open: Option<bool>,
-    /// The store itself.
+    /// The store itself; every call is guarded (time limit, checked streams, see [`guard`]).
     pub backend: Box<dyn Backend>,
 }
 
@@ -76,8 +76,8 @@ impl Store {
             options: options.clone(),
             access,
         };
-        let backend = plugin
-            .open(&request)
+        let limits = guard::Limits::from_context(ctx);
+        let backend = guard::open(&plugin, &spec.backend, &spec.to_string(), &request, &limits)
             .map_err(|error| StoreError::new(spec, "open", error))?;
         Ok(Store {
             spec: spec.clone(),

@@ -252,7 +252,9 @@ fn copy_chunk(source: &Store, target: &Store, info: &CollectionInfo, ids: &[Stri
         .in_store(source, &format!("fetch from '{name}'"))?;
     let mut batches = Vec::new();
     let mut written = Vec::with_capacity(ids.len());
-    for batch in read_stream(stream, Some(info.dimension))? {
+    let read =
+        read_stream(stream, Some(info.dimension)).with_context(|| format!("{}: fetch from '{name}'", source.spec))?;
+    for batch in read {
         let batch = batch?;
         // Digest what is sent, not what was listed: the source may have changed in between.
         written.extend(

@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use ragged_plugin_api::arrow::batch_to_records;
 use ragged_plugin_api::{Capabilities, ErrorCode, ExtractRequest, Record};
 use serde::Serialize;
@@ -364,7 +364,9 @@ pub fn compare_collection(
     let sample_rate = match sample {
         Some((rate, stream)) => {
             compare_ids(source, target, name, &mut findings)?;
-            for batch in read_stream(stream, Some(source_info.dimension))? {
+            let batches = read_stream(stream, Some(source_info.dimension))
+                .with_context(|| format!("{}: sample '{name}'", source.spec))?;
+            for batch in batches {
                 for wanted in batch_to_records(&batch?)?.chunks(FETCH_CHUNK) {
                     let ids: Vec<String> = wanted.iter().map(|r| r.id.clone()).collect();
                     let got = fetch(target, name, &ids)?;
@@ -700,7 +702,9 @@ pub(crate) fn for_each_record(store: &Store, name: &str, dimension: u32, mut vis
         .backend
         .extract(name, &request)
         .in_store(store, &format!("extract '{name}'"))?;
-    for batch in read_stream(stream, (dimension > 0).then_some(dimension))? {
+    let batches = read_stream(stream, (dimension > 0).then_some(dimension))
+        .with_context(|| format!("{}: extract '{name}'", store.spec))?;
+    for batch in batches {
         batch_to_records(&batch?)?.into_iter().for_each(&mut visit);
     }
     Ok(())

@@ -14,6 +14,7 @@ use arrow_array::types::Float32Type;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
+pub use crate::ffi::ValidatedReader;
 use crate::{PluginError, Record};
 
 /// Column names of the canonical schema.
@@ -199,6 +200,24 @@ mod tests {
         let schema = Schema::new(vec![Field::new("id", DataType::Utf8, false)]);
         let error = check_schema(&schema).expect_err("one column");
         assert!(error.message.contains("batch columns are [id]"), "{error}");
+    }
+
+    #[test]
+    fn a_validated_import_refuses_batches_that_do_not_match_the_announced_schema() {
+        use arrow_array::RecordBatchReader;
+
+        // Announced with 4 dimensions, sent with 3: a plain import builds arrays on buffers too
+        // short for them (and panics on this one); the validated import reports it.
+        let batch = records_to_batch(&sample_records(), 3).expect("valid records");
+        let lying = BatchStream::from_batches(canonical_schema(4), vec![batch.clone()]);
+        let mut reader = lying.into_validated_reader().expect("schema");
+        assert_eq!(check_schema(&reader.schema()).expect("canonical"), 4);
+        let error = reader.next().expect("an item").expect_err("refused");
+        assert!(error.to_string().contains("column 'embedding' is malformed"), "{error}");
+        let honest = BatchStream::from_batches(canonical_schema(3), vec![batch.clone()]);
+        let mut reader = honest.into_validated_reader().expect("schema");
+        assert_eq!(reader.next().expect("a batch").expect("valid"), batch);
+        assert!(reader.next().is_none());
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub fn interface_incompatibility(plugin: &str) -> Option<String> {
 }
 
 /// A loaded plugin library.
+#[derive(Clone)]
 pub struct LoadedPlugin {
     /// What the plugin says about itself.
     pub info: PluginInfo,

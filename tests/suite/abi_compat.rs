@@ -131,6 +131,16 @@ fn install_claiming_this_interface(env: &TestEnv, name: &str, library: &Path) {
         std::env::consts::OS
     );
     std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+    // The modes `plugin install` gives, whatever the umask: discovery refuses what others can write.
+    #[cfg(unix)]
+    for (path, mode) in [
+        (dir.clone(), 0o755),
+        (dir.join(&file_name), 0o644),
+        (dir.join("plugin.toml"), 0o644),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -185,6 +195,56 @@ fn a_plugin_built_against_interface_2_is_refused_everywhere() {
         .code(2)
         .stderr_has("plugin interface 2.0.0");
     env.ragged(&["plugin", "list"]).ok().stdout_has("parquet");
+}
+
+#[test]
+fn a_library_without_the_root_module_is_refused_everywhere() {
+    let env = TestEnv::new();
+    let crate_dir = env.path("not-a-plugin");
+    std::fs::create_dir_all(crate_dir.join("src")).unwrap();
+    std::fs::write(
+        crate_dir.join("Cargo.toml"),
+        "[package]\nname = \"not-a-plugin\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+         [lib]\ncrate-type = [\"cdylib\"]\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        crate_dir.join("src/lib.rs"),
+        "#[unsafe(no_mangle)]\npub extern \"C\" fn answer() -> u32 {\n    42\n}\n",
+    )
+    .unwrap();
+    let library = build_out_of_tree(&crate_dir, "not_a_plugin");
+    let path = library.display().to_string();
+    let missing = "not a ragged plugin (it exports no ragged root module)";
+    env.ragged(&["plugin", "test", &path])
+        .code(2)
+        .stderr_has(&format!("{path}: {missing}"));
+    env.ragged(&[
+        "plugin",
+        "package",
+        &path,
+        "--out",
+        &env.path("dist").display().to_string(),
+    ])
+    .code(2)
+    .stderr_has(missing);
+
+    install_claiming_this_interface(&env, "impostor", &library);
+    let listed = env.ragged(&["plugin", "list", "--json"]).ok().json();
+    let impostor = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "impostor")
+        .expect("listed");
+    assert_eq!(impostor["status"]["status"], "invalid", "{impostor}");
+    assert!(
+        impostor["status"]["reason"].as_str().unwrap().contains(missing),
+        "{impostor}"
+    );
+    env.ragged(&["backend", "collections", &env.store("impostor", "s")])
+        .code(2)
+        .stderr_has(missing);
 }
 
 fn ragged_plugin_target() -> String {

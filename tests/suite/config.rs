@@ -3,23 +3,15 @@
 
 use ragged_tests::TestEnv;
 
-fn write_config(env: &TestEnv, text: &str) {
-    std::fs::create_dir_all(env.path("home/config")).unwrap();
-    std::fs::write(env.path("home/config/backend.toml"), text).unwrap();
-}
-
 #[test]
 fn named_stores_personas_and_the_default_store() {
     let env = TestEnv::new();
     let old = env.path("old");
-    write_config(
-        &env,
-        &format!(
-            "[migration]\nbatch_size = 128\n\n[stores.old]\nbackend = \"parquet\"\nlocation = {:?}\n\n\
+    env.write_config(&format!(
+        "[migration]\nbatch_size = 128\n\n[stores.old]\nbackend = \"parquet\"\nlocation = {:?}\n\n\
              [personas.researcher]\ncollections = [\"papers\"]\n",
-            old.display().to_string()
-        ),
-    );
+        old.display().to_string()
+    ));
     env.generate("old", "papers", 300, 8, &[]);
     env.generate("old", "notes", 200, 8, &[]);
     env.ragged(&["backend", "current"])
@@ -70,7 +62,7 @@ fn named_stores_personas_and_the_default_store() {
 #[test]
 fn a_mistake_in_the_configuration_names_the_file_and_the_key() {
     let env = TestEnv::new();
-    write_config(&env, "[migration]\nbatch_sise = 5\n");
+    env.write_config("[migration]\nbatch_sise = 5\n");
     env.ragged(&["backend", "current"])
         .code(2)
         .stderr_has("backend.toml: invalid configuration")

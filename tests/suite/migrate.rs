@@ -2,11 +2,12 @@
 //! the source, verification notices differences, a failed migration rolls the target back, and an
 //! interrupted or killed one resumes to an exact copy.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use ragged::tree::tree_digest;
-use ragged_tests::{TestEnv, store_plugins};
+use ragged_tests::{TestEnv, store_plugins, write_tar_zst};
 
 #[test]
 fn every_pair_of_store_plugins_migrates_and_verifies() {
@@ -390,4 +391,38 @@ fn a_completed_migration_can_be_rolled_back_from_its_backup() {
         .ok()
         .stderr_has("removed 1 run(s) and their backups, 0 cleanup backup(s)");
     assert!(runs(&env).is_empty());
+}
+
+#[test]
+fn a_rollback_refuses_backup_entries_that_could_escape() {
+    let env = TestEnv::new();
+    let target = env.store("parquet", "target");
+    env.generate(&target, "existing", 200, 8, &[]);
+    let source = env.store("parquet", "source");
+    env.generate(&source, "notes", 300, 8, &[]);
+    let report = env
+        .ragged(&["backend", "migrate", &source, &target, "--json"])
+        .ok()
+        .json();
+    let run_id = report["run_id"].as_str().unwrap();
+    let archive = Path::new(report["run_dir"].as_str().unwrap()).join("target.tar.zst");
+    let migrated = tree_digest(&env.path("target")).unwrap();
+    let escaped = env.path("escaped");
+    let escaped_name = escaped.display().to_string();
+    for (name, kind, content) in [
+        ("../../../escaped", tar::EntryType::Regular, &b"gotcha"[..]),
+        (escaped_name.as_str(), tar::EntryType::Regular, &b"gotcha"[..]),
+        ("files/000001", tar::EntryType::Symlink, escaped_name.as_bytes()),
+    ] {
+        write_tar_zst(&archive, &[(name, kind, content)]);
+        env.ragged(&["backend", "rollback", "--run", run_id, "--confirm"])
+            .code(2)
+            .stderr_has(&format!("{}: entry '{name}' ", archive.display()));
+        assert!(!escaped.exists(), "{name}");
+        assert_eq!(
+            migrated,
+            tree_digest(&env.path("target")).unwrap(),
+            "{name}: the target changed"
+        );
+    }
 }

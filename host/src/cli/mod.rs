@@ -112,6 +112,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             EXIT_OK
         }
     };
+    // Whatever the command made of it (a queued write, a failed check), a hung plugin call leaves
+    // a thread that cannot be stopped: the only way out is to exit, with an error.
+    if let Some(hung) = crate::guard::hung_call() {
+        anyhow::bail!("{hung}");
+    }
     Ok(ExitCode::from(code))
 }
 

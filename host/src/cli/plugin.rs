@@ -207,7 +207,8 @@ fn test(ctx: &Context, plugin: &str, json: bool) -> Result<u8> {
         (entry.name, loaded)
     };
     let scratch = tempfile::tempdir()?;
-    let report = conformance::run(&loaded, &name, scratch.path());
+    let limits = crate::guard::Limits::from_context(ctx);
+    let report = conformance::run(&loaded, &name, scratch.path(), &limits);
     if json {
         print_json(&report)?;
     } else {

@@ -7,6 +7,7 @@
 
 pub mod manifest;
 pub mod package;
+mod permissions;
 mod registry;
 pub mod scaffold;
 
@@ -149,9 +150,14 @@ fn inspect(dir: &Path, registry: &mut registry::Registry) -> PluginEntry {
             };
         }
     };
-    let status = match manifest.incompatibility() {
-        Some(reason) => Status::Invalid(reason),
-        None => registry.validate(&dir.join(&manifest.library), &manifest),
+    let library = dir.join(&manifest.library);
+    // Before the library is loaded (which runs its code), even through the registry's cache.
+    let status = match permissions::check(&[dir, &manifest_path, &library]) {
+        Err(reason) => Status::Invalid(reason),
+        Ok(()) => match manifest.incompatibility() {
+            Some(reason) => Status::Invalid(reason),
+            None => registry.validate(&library, &manifest),
+        },
     };
     PluginEntry {
         name: manifest.name.clone(),

@@ -90,7 +90,7 @@ pub struct InstallReport {
 /// Installs a package into `plugin_dir` after checking its entries, manifest, target, platform,
 /// interface and checksum. `replace` allows overwriting an installed plugin of the same name.
 pub fn install(package: &Path, plugin_dir: &Path, replace: bool) -> Result<InstallReport> {
-    std::fs::create_dir_all(plugin_dir).with_context(|| format!("creating {}", plugin_dir.display()))?;
+    create_dir(plugin_dir).with_context(|| format!("creating {}", plugin_dir.display()))?;
     // Unpack into a staging directory inside the plugin dir (same filesystem, so the final move is
     // a rename); nothing is visible to discovery until every check has passed.
     let staging = tempfile::Builder::new()
@@ -195,11 +195,30 @@ fn unpack(package: &Path, dest: &Path) -> Result<String> {
             bail!("entry '{}' is larger than {limit} bytes", path.display());
         }
         let out_dir = dest.join(parts[0]);
-        std::fs::create_dir_all(&out_dir)?;
-        let mut out = File::create(out_dir.join(parts[1]))?;
+        create_dir(&out_dir)?;
+        let mut out = create_file(&out_dir.join(parts[1]))?;
         std::io::copy(&mut (&mut entry).take(limit), &mut out)?;
     }
     top.context("the package is empty")
+}
+
+/// Creates `dir` and its parents writable by their owner only, whatever the umask: discovery
+/// refuses plugin directories others can write.
+fn create_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o755);
+    builder.create(dir)
+}
+
+/// Creates a file writable by its owner only, whatever the umask (see [`create_dir`]).
+fn create_file(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    options.open(path)
 }
 
 /// Removes an installed plugin from `plugin_dir`.

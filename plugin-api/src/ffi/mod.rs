@@ -22,6 +22,8 @@ use abi_stable::std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec}
 use abi_stable::{StableAbi, declare_root_module_statics, package_version_strings, sabi_trait};
 
 pub use self::stream::BatchStream;
+#[cfg(feature = "arrow")]
+pub use self::stream::ValidatedReader;
 use crate::{
     Backend, Capabilities, CollectionInfo, ErrorCode, ExtractRequest, Hit, LoadRequest, LoadSummary, OpenRequest,
     Plugin, PluginError, PluginInfo, StorageReport,

@@ -35,12 +35,18 @@ impl Drop for BatchStream {
 }
 
 #[cfg(feature = "arrow")]
-mod arrow_conversions {
-    use std::panic::{AssertUnwindSafe, catch_unwind};
+pub use arrow_conversions::ValidatedReader;
 
+#[cfg(feature = "arrow")]
+mod arrow_conversions {
+    use std::ffi::CStr;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::Arc;
+
+    use arrow_array::ffi::{FFI_ArrowArray, FFI_ArrowSchema, from_ffi_and_data_type};
     use arrow_array::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
-    use arrow_array::{RecordBatch, RecordBatchIterator, RecordBatchReader};
-    use arrow_schema::{ArrowError, SchemaRef};
+    use arrow_array::{RecordBatch, RecordBatchIterator, RecordBatchOptions, RecordBatchReader, StructArray};
+    use arrow_schema::{ArrowError, DataType, Schema, SchemaRef};
 
     use super::BatchStream;
     use crate::ffi::panic_message;
@@ -74,6 +80,91 @@ mod arrow_conversions {
             let stream = unsafe { std::mem::transmute::<BatchStream, FFI_ArrowArrayStream>(self) };
             ArrowArrayStreamReader::try_new(stream)
         }
+
+        /// Imports the stream like [`into_reader`](Self::into_reader), but validates each batch's
+        /// buffers (`ArrayData::validate_full`) before any array is built on them. arrow-rs
+        /// imports without checks, and panics or reads out of bounds on a batch that does not
+        /// match the announced schema; a consumer that does not trust the producer (the host
+        /// reading a plugin) gets an error instead.
+        pub fn into_validated_reader(self) -> Result<ValidatedReader, ArrowError> {
+            // SAFETY: see `from_reader`; the value is moved, so `Drop` does not run on `self`.
+            let mut stream = unsafe { std::mem::transmute::<BatchStream, FFI_ArrowArrayStream>(self) };
+            let get_schema = stream
+                .get_schema
+                .ok_or_else(|| ArrowError::CDataInterface("the stream is already released".into()))?;
+            let mut schema = FFI_ArrowSchema::empty();
+            // SAFETY: the stream is live (it has its callbacks) and `schema` is a valid out-pointer.
+            let code = unsafe { get_schema(&mut stream, &mut schema) };
+            if code != 0 {
+                return Err(ArrowError::CDataInterface(last_error(&mut stream, code)));
+            }
+            let schema = Arc::new(Schema::try_from(&schema)?);
+            Ok(ValidatedReader { stream, schema })
+        }
+    }
+
+    /// An imported stream whose batches are validated before use; see
+    /// [`BatchStream::into_validated_reader`].
+    pub struct ValidatedReader {
+        stream: FFI_ArrowArrayStream,
+        schema: SchemaRef,
+    }
+
+    impl Iterator for ValidatedReader {
+        type Item = Result<RecordBatch, ArrowError>;
+
+        fn next(&mut self) -> Option<Self::Item> {
+            let get_next = self.stream.get_next?;
+            let mut array = FFI_ArrowArray::empty();
+            // SAFETY: the stream is live until `FFI_ArrowArrayStream`'s drop releases it, and
+            // `array` is a valid out-pointer.
+            let code = unsafe { get_next(&mut self.stream, &mut array) };
+            if code != 0 {
+                return Some(Err(ArrowError::CDataInterface(last_error(&mut self.stream, code))));
+            }
+            if array.is_released() {
+                return None;
+            }
+            let fields = self.schema.fields().clone();
+            // SAFETY: `array` came from this stream, which the C stream interface promises is in
+            // its announced schema. Only its layout is trusted: the buffers are validated below,
+            // before any array is built on them.
+            let data = unsafe { from_ffi_and_data_type(array, DataType::Struct(fields)) };
+            Some(data.and_then(|data| {
+                // Column by column first, so the error names the column.
+                for (field, column) in self.schema.fields().iter().zip(data.child_data()) {
+                    column.validate_full().map_err(|error| {
+                        ArrowError::InvalidArgumentError(format!("column '{}' is malformed: {error}", field.name()))
+                    })?;
+                }
+                data.validate()?;
+                // Nullability is checked by `try_new_with_options`, naming the column.
+                let rows = data.len();
+                RecordBatch::try_new_with_options(
+                    self.schema.clone(),
+                    StructArray::from(data).into_parts().1,
+                    &RecordBatchOptions::new().with_row_count(Some(rows)),
+                )
+            }))
+        }
+    }
+
+    impl RecordBatchReader for ValidatedReader {
+        fn schema(&self) -> SchemaRef {
+            self.schema.clone()
+        }
+    }
+
+    /// The producer's message for the failure `code` of its last call.
+    fn last_error(stream: &mut FFI_ArrowArrayStream, code: i32) -> String {
+        let message = stream.get_last_error.and_then(|get_last_error| {
+            // SAFETY: the stream is live, and the C stream interface lets the consumer ask for
+            // the last error right after a failed call; the text stays valid until the next call.
+            let text = unsafe { get_last_error(stream) };
+            // SAFETY: a non-null result is a NUL-terminated string owned by the stream.
+            (!text.is_null()).then(|| unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned())
+        });
+        message.unwrap_or_else(|| format!("the stream failed with error code {code}"))
     }
 
     /// Turns panics of the wrapped reader into errors: an unwind out of arrow's `extern "C"`
