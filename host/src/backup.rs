@@ -123,7 +123,44 @@ pub fn read_manifest(archive: &Path) -> Result<BackupManifest> {
 
 /// Restores every root of `archive` to exactly its saved state.
 pub fn restore(archive: &Path) -> Result<BackupManifest> {
-    // Unpack next to the archive and check every checksum before anything is replaced.
+    remove_stale_staging(archive);
+    let (staging, manifest) = unpack_checked(archive)?;
+    for root in &manifest.roots {
+        let keep: Vec<&Path> = manifest
+            .files
+            .iter()
+            .map(|f| f.path.as_path())
+            .filter(|p| p.starts_with(root))
+            .collect();
+        remove_extra(root, &keep, &manifest.directories)?;
+    }
+    for directory in &manifest.directories {
+        std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
+    }
+    for file in &manifest.files {
+        // An unchanged file costs no write; a changed one is removed before its copy is written,
+        // so restoring onto a full disk needs no room for both (a crash in between leaves a file
+        // missing, which the next restore writes: the backup is unchanged).
+        match crate::plugin_manager::sha256_file(&file.path) {
+            Ok(sha256) if sha256 == file.sha256 => continue,
+            Ok(_) => std::fs::remove_file(&file.path).with_context(|| format!("removing {}", file.path.display()))?,
+            Err(_) => {}
+        }
+        if let Some(parent) = file.path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let temp = file.path.with_extension("ragged-restore");
+        std::fs::copy(staging.path().join(&file.entry), &temp)
+            .with_context(|| format!("writing {}", temp.display()))?;
+        File::open(&temp)?.sync_all()?;
+        std::fs::rename(&temp, &file.path).with_context(|| format!("restoring {}", file.path.display()))?;
+    }
+    Ok(manifest)
+}
+
+/// Unpacks `archive` next to it and checks its entries, its manifest's paths and every checksum,
+/// changing nothing else: what `restore` does before it replaces anything.
+pub(crate) fn unpack_checked(archive: &Path) -> Result<(tempfile::TempDir, BackupManifest)> {
     let staging = tempfile::Builder::new()
         .prefix(".restoring-")
         .tempdir_in(archive.parent().unwrap_or(Path::new(".")))
@@ -186,29 +223,18 @@ pub fn restore(archive: &Path) -> Result<BackupManifest> {
             );
         }
     }
-    for root in &manifest.roots {
-        let keep: Vec<&Path> = manifest
-            .files
-            .iter()
-            .map(|f| f.path.as_path())
-            .filter(|p| p.starts_with(root))
-            .collect();
-        remove_extra(root, &keep, &manifest.directories)?;
-    }
-    for directory in &manifest.directories {
-        std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
-    }
-    for file in &manifest.files {
-        if let Some(parent) = file.path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    Ok((staging, manifest))
+}
+
+/// Removes the staging directories of restores that were killed before they could (they sit
+/// next to the archive, out of every tree a restore writes).
+fn remove_stale_staging(archive: &Path) {
+    let dir = archive.parent().unwrap_or(Path::new("."));
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".restoring-") {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
-        let temp = file.path.with_extension("ragged-restore");
-        std::fs::copy(staging.path().join(&file.entry), &temp)
-            .with_context(|| format!("writing {}", temp.display()))?;
-        File::open(&temp)?.sync_all()?;
-        std::fs::rename(&temp, &file.path).with_context(|| format!("restoring {}", file.path.display()))?;
     }
-    Ok(manifest)
 }
 
 /// Whether an archive entry is named like the files `create` writes: `files/NUMBER`.

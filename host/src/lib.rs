@@ -20,6 +20,7 @@
 //! - [`records`]: reading canonical batches on the host side (digests, comparisons).
 //! - [`tree`]: digests of directory trees (proof that a store was left unchanged).
 //! - [`output`]: the one place that prints.
+//! - `fuzzing` (not API): entry points for the fuzz targets in `tests/fuzz`.
 
 pub mod backup;
 pub mod benchmark;
@@ -30,6 +31,8 @@ pub mod conformance;
 pub mod context;
 pub mod corpus;
 pub mod dual_write;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod ingest;
 pub mod migrate;

@@ -9,7 +9,8 @@
 //! load that was in flight is simply replayed. A failure restores the target from its backup.
 //!
 //! Batches go from the source plugin's Arrow C stream to the target's without copies: the host
-//! imports the stream, checks each batch's schema, counts it and re-exports the same buffers.
+//! imports the stream, checks each batch's schema, counts it and re-exports the same buffers. The
+//! source is read on a thread of its own, a few batches ahead, so extract and load overlap.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +20,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
-use ragged_plugin_api::{Access, BatchStream, Capabilities, ExtractRequest, LoadMode, LoadRequest};
+use ragged_plugin_api::{Access, BatchStream, Capabilities, ErrorCode, ExtractRequest, LoadMode, LoadRequest};
 use serde::Serialize;
 use tracing::info;
 
@@ -27,6 +28,7 @@ use crate::backup;
 use crate::context::Context;
 use crate::runs::{CollectionProgress, Run, RunState};
 use crate::store::{InStore, Store, StoreError, local_path};
+use crate::tree;
 use crate::verify::{self, CollectionVerification, Tolerance, VerifyOptions};
 
 /// What to migrate and how.
@@ -162,7 +164,6 @@ pub fn plan(ctx: &Context, source: &Store, target: &Store, options: &MigrateOpti
     }
     let id = Run::new_id();
     let dir = Run::dir(ctx, &id);
-    let target_location = local_path(&target.spec.location);
     let mut run = Run {
         id,
         started: jiff::Timestamp::now().to_string(),
@@ -175,45 +176,103 @@ pub fn plan(ctx: &Context, source: &Store, target: &Store, options: &MigrateOpti
         collections,
         target_location_existed: target.existed_before_open,
         backup: None,
-        state: RunState::Running,
+        source_fingerprint: source_files(source, &names)?
+            .map(|files| tree::metadata_fingerprint(&files))
+            .transpose()?,
+        state: if options.backup {
+            RunState::BackingUp
+        } else {
+            RunState::Running
+        },
         error: None,
     };
     run.save(&dir)?;
     if options.backup {
-        let mut source_files = Vec::new();
-        for name in &names {
-            let files = source.backend.files(name).map_err(|error| {
-                let unsupported = error.code == ragged_plugin_api::ErrorCode::Unsupported;
-                let error = anyhow::Error::from(StoreError::new(
-                    &source.spec,
-                    &format!("list the files of '{name}'"),
-                    error,
-                ));
-                if unsupported {
-                    error.context("the source cannot be backed up: pass --no-backup to migrate without backups")
-                } else {
-                    error
-                }
-            })?;
-            source_files.extend(files.into_iter().map(PathBuf::from));
-        }
-        source_files.sort();
-        source_files.dedup();
-        let label = format!("source {} before run {}", run.source, run.id);
-        backup::create(&dir.join("source.tar.zst"), &label, &source_files, &[])?;
-        // Everything the target holds: restoring this tree is the rollback. A location the plugin
-        // only created when it opened the store is saved as absent, so a rollback removes it.
-        let (present, absent): (Vec<PathBuf>, Vec<PathBuf>) = match (target_location, target.existed_before_open) {
+        take_backups(&mut run, &dir, source, target)?;
+    }
+    Ok(run)
+}
+
+/// Saves the source collections' files and everything the target holds into the run's
+/// directory, then marks the run `Running`. Repeating it after a crash is safe: nothing was
+/// written to the target before the run left `BackingUp`.
+fn take_backups(run: &mut Run, dir: &Path, source: &Store, target: &Store) -> Result<()> {
+    let names: Vec<String> = run.collections.iter().map(|(name, _)| name.clone()).collect();
+    info!(run = %run.id, "backing up the source collections");
+    let Some(files) = source_files(source, &names)? else {
+        bail!(
+            "{}: the plugin cannot list a collection's files, so the source cannot be backed up: \
+             pass --no-backup to migrate without backups",
+            run.source
+        );
+    };
+    let label = format!("source {} before run {}", run.source, run.id);
+    backup::create(&dir.join("source.tar.zst"), &label, &files, &[])?;
+    info!(run = %run.id, "backing up the target");
+    // Everything the target holds: restoring this tree is the rollback. A location the plugin
+    // only created when it opened the store is saved as absent, so a rollback removes it.
+    let (present, absent): (Vec<PathBuf>, Vec<PathBuf>) =
+        match (local_path(&target.spec.location), run.target_location_existed) {
             (Some(location), Some(false)) => (Vec::new(), vec![location]),
             (Some(location), _) => (vec![location], Vec::new()),
             (None, _) => (Vec::new(), Vec::new()),
         };
-        let label = format!("target {} before run {}", run.target, run.id);
-        backup::create(&dir.join("target.tar.zst"), &label, &present, &absent)?;
-        run.backup = Some(dir.join("target.tar.zst"));
-        run.save(&dir)?;
+    let label = format!("target {} before run {}", run.target, run.id);
+    backup::create(&dir.join("target.tar.zst"), &label, &present, &absent)?;
+    run.backup = Some(dir.join("target.tar.zst"));
+    run.state = RunState::Running;
+    run.save(dir)
+}
+
+/// The files of the source collections `names`, sorted; None when the plugin cannot list them.
+fn source_files(source: &Store, names: &[String]) -> Result<Option<Vec<PathBuf>>> {
+    let mut files = Vec::new();
+    for name in names {
+        match source.backend.files(name) {
+            Ok(listed) => files.extend(listed.into_iter().map(PathBuf::from)),
+            Err(error) if error.code == ErrorCode::Unsupported => return Ok(None),
+            Err(error) => {
+                return Err(StoreError::new(&source.spec, &format!("list the files of '{name}'"), error).into());
+            }
+        }
     }
-    Ok(run)
+    files.sort();
+    files.dedup();
+    Ok(Some(files))
+}
+
+/// The source collections' files are no longer those the run started from.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the source {store} changed during the migration: the files of {collections} were written to after \
+     run {run} started, so the target could hold a mix of old and new records; stop the writes to the \
+     source and run the migration again"
+)]
+struct SourceChanged {
+    store: String,
+    collections: String,
+    run: String,
+}
+
+/// Fails with [`SourceChanged`] when the source was written to since the run started: a
+/// migration copies one state of the source or none.
+fn check_source_unchanged(run: &Run, source: &Store) -> Result<()> {
+    let Some(started) = &run.source_fingerprint else {
+        return Ok(());
+    };
+    let names: Vec<String> = run.collections.iter().map(|(name, _)| name.clone()).collect();
+    let now = source_files(source, &names)?
+        .map(|files| tree::metadata_fingerprint(&files))
+        .transpose()?;
+    if now.as_ref() != Some(started) {
+        return Err(SourceChanged {
+            store: run.source.clone(),
+            collections: names.join(", "),
+            run: run.id.clone(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Loads every collection of `run` that is not loaded yet, then verifies; on failure rolls the
@@ -230,43 +289,65 @@ pub fn execute(
 ) -> Result<MigrateReport> {
     let started = Instant::now();
     let dir = Run::dir(ctx, &run.id);
-    run.state = RunState::Running;
-    run.error = None;
-    run.save(&dir)?;
     let mut reports = Vec::new();
-    let outcome = load_all(run, &dir, &source, &target, &progress, &cancel, &mut reports).and_then(|()| {
-        if cancel.load(Ordering::SeqCst) {
-            Ok(())
-        } else {
-            verify_all(run, &source, &target, finish, &progress, &mut reports)
+    // A run stopped while rolling back only finishes its rollback: its target is half restored.
+    if run.state != RunState::RollingBack {
+        if run.state == RunState::BackingUp {
+            take_backups(run, &dir, &source, &target)?;
         }
-    });
-    let interrupted =
-        cancel.load(Ordering::SeqCst) && outcome.is_ok() && run.collections.iter().any(|(_, p)| !p.loaded);
-    match outcome {
-        Ok(()) if interrupted => run.state = RunState::Interrupted,
-        Ok(()) if reports.iter().all(|r| r.verification.as_ref().is_none_or(|v| v.ok)) => {
-            run.state = RunState::Completed
+        run.state = RunState::Running;
+        run.error = None;
+        run.save(&dir)?;
+        let outcome = check_source_unchanged(run, &source)
+            .and_then(|()| load_all(run, &dir, &source, &target, &progress, &cancel, &mut reports))
+            .and_then(|()| {
+                if cancel.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                // Before verifying (a changed source would be reported as differences) and after
+                // (a write during verification), so no mix of two states can pass.
+                check_source_unchanged(run, &source)?;
+                verify_all(run, &source, &target, finish, &progress, &mut reports)?;
+                check_source_unchanged(run, &source)
+            });
+        let interrupted =
+            cancel.load(Ordering::SeqCst) && outcome.is_ok() && run.collections.iter().any(|(_, p)| !p.loaded);
+        match outcome {
+            Ok(()) if interrupted => run.state = RunState::Interrupted,
+            Ok(()) if reports.iter().all(|r| r.verification.as_ref().is_none_or(|v| v.ok)) => {
+                run.state = RunState::Completed
+            }
+            Ok(()) => {
+                let failed: Vec<&str> = reports
+                    .iter()
+                    .filter(|r| r.verification.as_ref().is_some_and(|v| !v.ok))
+                    .map(|r| r.name.as_str())
+                    .collect();
+                run.error = Some(format!("verification failed for {}", failed.join(", ")));
+            }
+            // A write to the source explains a failure to read it, so it is named first.
+            Err(error) => match check_source_unchanged(run, &source) {
+                Err(changed) if !error.is::<SourceChanged>() => {
+                    run.error = Some(format!("{changed:#} (it stopped on: {error:#})"))
+                }
+                _ => run.error = Some(format!("{error:#}")),
+            },
         }
-        Ok(()) => {
-            let failed: Vec<&str> = reports
-                .iter()
-                .filter(|r| r.verification.as_ref().is_some_and(|v| !v.ok))
-                .map(|r| r.name.as_str())
-                .collect();
-            run.error = Some(format!("verification failed for {}", failed.join(", ")));
-        }
-        Err(error) => run.error = Some(format!("{error:#}")),
     }
     if run.error.is_some() {
         // The stores are closed first: a plugin may hold files of the target open.
         drop(source);
         drop(target);
-        run.state = if finish.auto_rollback && rollback(run)? {
-            RunState::RolledBack
+        if finish.auto_rollback && run.backup.is_some() {
+            // Durable before the first file is restored, so a crash mid-restore is finished by a
+            // resume instead of resuming the load into a half-restored target.
+            run.state = RunState::RollingBack;
+            run.save(&dir)?;
+            rollback(run)?;
+            run.state = RunState::RolledBack;
         } else {
-            RunState::Failed
-        };
+            run.state = RunState::Failed;
+        }
     }
     run.save(&dir)?;
     let report = MigrateReport {
@@ -288,12 +369,17 @@ pub fn execute(
     Ok(report)
 }
 
-/// Restores the target of `run` from its backup. Returns false when the run has no backup.
-pub fn rollback(run: &Run) -> Result<bool> {
-    let Some(archive) = &run.backup else { return Ok(false) };
+/// Restores the target of `run` from its backup.
+pub fn rollback(run: &Run) -> Result<()> {
+    let Some(archive) = &run.backup else {
+        bail!(
+            "run {} took no backup (--no-backup), so it cannot be rolled back",
+            run.id
+        )
+    };
     info!(run = %run.id, "rolling back");
     backup::restore(archive).with_context(|| format!("rolling back run {} from {}", run.id, archive.display()))?;
-    Ok(true)
+    Ok(())
 }
 
 fn load_all(
@@ -355,6 +441,7 @@ fn load_all(
                 schema.fields()
             );
         }
+        let reader = prefetch(reader).context("starting the thread that reads the source")?;
         let shared: SharedReader = Arc::new(Mutex::new(Box::new(reader)));
         let mut loaded_now = 0;
         loop {
@@ -450,6 +537,29 @@ fn verify_all(
 }
 
 type SharedReader = Arc<Mutex<Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>>>;
+
+/// How many batches the source may run ahead of the target.
+const PREFETCH_BATCHES: usize = 4;
+
+/// Reads `source` on its own thread, up to [`PREFETCH_BATCHES`] batches ahead, so the source
+/// plugin extracts while the target plugin loads (on two cores, both at once). The thread ends
+/// after the source's end or first error, or when the consumer is dropped.
+fn prefetch(
+    source: impl Iterator<Item = Result<RecordBatch, ArrowError>> + Send + 'static,
+) -> std::io::Result<impl Iterator<Item = Result<RecordBatch, ArrowError>> + Send> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(PREFETCH_BATCHES);
+    std::thread::Builder::new()
+        .name("ragged extract".to_owned())
+        .spawn(move || {
+            for item in source {
+                let failed = item.is_err();
+                if sender.send(item).is_err() || failed {
+                    break;
+                }
+            }
+        })?;
+    Ok(receiver.into_iter())
+}
 
 /// One load's worth of the source stream: batches until `limit` records have passed (ending at
 /// a batch boundary), the source ends, or a stop was requested. Checks each batch against the

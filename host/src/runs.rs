@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
+use tracing::debug;
 
 use crate::context::Context;
 
@@ -15,16 +16,29 @@ use crate::context::Context;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunState {
+    /// Recorded, backups being taken; nothing was written to the target yet. A resume takes the
+    /// backups again before it writes.
+    BackingUp,
     /// Started; if no process is working on it, it was interrupted (crash, kill) and can resume.
     Running,
     /// Stopped at a batch boundary on request (Ctrl-C); can resume.
     Interrupted,
+    /// Verification failed or an error stopped it and the target is being restored from its
+    /// backup; a resume (or `backend rollback`) finishes the restore and never loads again.
+    RollingBack,
     /// Verification failed or an error stopped it, and the target was rolled back.
     RolledBack,
     /// An error stopped it and the target was left as it was (rollback disabled or impossible).
     Failed,
     /// Everything loaded and verified.
     Completed,
+}
+
+impl RunState {
+    /// Whether `--resume` can continue the run (and `backups clean` keeps it).
+    pub fn is_unfinished(self) -> bool {
+        !matches!(self, RunState::RolledBack | RunState::Completed)
+    }
 }
 
 /// Progress of one collection within a run.
@@ -65,6 +79,10 @@ pub struct Run {
     pub target_location_existed: Option<bool>,
     /// The backup taken before writing, if any.
     pub backup: Option<PathBuf>,
+    /// Paths, sizes and modification times of the source collections' files when the run
+    /// started (None: the source plugin cannot list its files), to notice writes to the source.
+    #[serde(default)]
+    pub source_fingerprint: Option<String>,
     /// Where the run stands.
     pub state: RunState,
     /// Why it failed, when it did.
@@ -91,6 +109,8 @@ impl Run {
 
     /// Writes `run.json` atomically and durably (temp file, fsync, rename, fsync the directory).
     pub fn save(&self, dir: &Path) -> Result<()> {
+        let records_done: u64 = self.collections.iter().map(|(_, p)| p.records_done).sum();
+        debug!(run = %self.id, state = ?self.state, records_done, "writing the checkpoint");
         write_atomic(&dir.join("run.json"), serde_json::to_string_pretty(self)?.as_bytes())
     }
 

@@ -1,6 +1,7 @@
-//! Digests of directory trees, to prove that a store was left byte-identical.
+//! Digests of directory trees, to prove that a store was left byte-identical, and cheaper
+//! fingerprints of file metadata, to notice that a store was written to.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
@@ -13,6 +14,58 @@ pub fn tree_digest(root: &Path) -> Result<String> {
         visit(root, root, &mut hasher)?;
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// A SHA-256 over the path, size and modification time of every file at or under `paths`, and
+/// of the SQLite write-ahead log (`FILE-wal`) beside a listed file, where writes land before they
+/// reach the database file. Reads change none of these, every write changes at least one, and
+/// computing it costs no reading of file contents, so it suits stores of any size.
+pub fn metadata_fingerprint(paths: &[PathBuf]) -> Result<String> {
+    let mut hasher = Sha256::new();
+    let mut paths = paths.to_vec();
+    paths.sort();
+    for path in &paths {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        for path in [path.clone(), PathBuf::from(wal)] {
+            fingerprint_visit(&path, &mut hasher)?;
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn fingerprint_visit(path: &Path, hasher: &mut Sha256) -> Result<()> {
+    hasher.update(path.to_string_lossy().as_bytes());
+    hasher.update([0]);
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            hasher.update(b"-");
+            return Ok(());
+        }
+        Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+    };
+    if metadata.is_dir() {
+        hasher.update(b"d");
+        let mut children: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("listing {}", path.display()))?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        children.sort();
+        for child in children {
+            fingerprint_visit(&child, hasher)?;
+        }
+    } else {
+        let modified = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        hasher.update(b"f");
+        hasher.update(metadata.len().to_le_bytes());
+        hasher.update(modified.to_le_bytes());
+    }
+    Ok(())
 }
 
 fn visit(root: &Path, path: &Path, hasher: &mut Sha256) -> Result<()> {
@@ -61,5 +114,27 @@ mod tests {
         assert_ne!(before, changed);
         std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
         assert_ne!(changed, tree_digest(dir.path()).expect("digest"));
+    }
+
+    #[test]
+    fn a_write_changes_the_fingerprint_and_a_read_does_not() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (db, segments) = (dir.path().join("db"), dir.path().join("segments"));
+        std::fs::write(&db, b"1").expect("write");
+        std::fs::create_dir(&segments).expect("mkdir");
+        std::fs::write(segments.join("a"), b"a").expect("write");
+        let listed = [db.clone(), segments.clone()];
+        let before = metadata_fingerprint(&listed).expect("fingerprint");
+        std::fs::read(segments.join("a")).expect("read");
+        assert_eq!(before, metadata_fingerprint(&listed).expect("fingerprint"));
+        std::fs::write(segments.join("b"), b"b").expect("write");
+        let added = metadata_fingerprint(&listed).expect("fingerprint");
+        assert_ne!(before, added, "a file added in a listed directory");
+        std::fs::write(dir.path().join("db-wal"), b"w").expect("write");
+        assert_ne!(
+            added,
+            metadata_fingerprint(&listed).expect("fingerprint"),
+            "a write-ahead log"
+        );
     }
 }

@@ -155,12 +155,23 @@ pub fn store_plugins() -> Vec<String> {
 }
 
 /// A directory where every built plugin is installed, once per test process. It lives in the
-/// target directory and is replaced by the next test process (a temporary directory would never be
-/// removed: statics are not dropped, and the debug Lance library alone is hundreds of megabytes).
+/// target directory, one per process so that test processes running at the same time never
+/// replace each other's, and a later process removes those of processes that are gone (a
+/// temporary directory would never be removed: statics are not dropped, and the debug Lance
+/// library alone is hundreds of megabytes).
 pub fn staged_plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = target_dir().join("ragged-staged-plugins");
+        const PREFIX: &str = "ragged-staged-plugins-";
+        for entry in std::fs::read_dir(target_dir()).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix(PREFIX).and_then(|pid| pid.parse::<u32>().ok())
+                && !process_may_be_running(pid, &entry.path())
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = target_dir().join(format!("{PREFIX}{}", std::process::id()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).unwrap();
         }
@@ -194,6 +205,17 @@ pub fn staged_plugin_dir() -> &'static Path {
         dir
     })
     .as_path()
+}
+
+/// Whether process `pid`, which staged plugins into `dir`, may still be using them: by `/proc`
+/// where there is one, elsewhere for a day after the directory was last changed.
+fn process_may_be_running(pid: u32, dir: &Path) -> bool {
+    if Path::new("/proc/self").exists() {
+        return Path::new("/proc").join(pid.to_string()).exists();
+    }
+    std::fs::metadata(dir)
+        .and_then(|m| m.modified())
+        .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age.as_secs() < 24 * 3600))
 }
 
 /// An isolated ragged environment: its own home and user plugin dir, with every built plugin
@@ -259,6 +281,23 @@ impl TestEnv {
     pub fn write_config(&self, text: &str) {
         std::fs::create_dir_all(self.path("home/config")).unwrap();
         std::fs::write(self.path("home/config/backend.toml"), text).unwrap();
+    }
+
+    /// The `run.json` of every migration run of this environment, in no particular order.
+    pub fn runs(&self) -> Vec<serde_json::Value> {
+        let mut runs = Vec::new();
+        for entry in std::fs::read_dir(self.path("home/runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            // A run being planned has its directory before its first run.json.
+            let Ok(text) = std::fs::read_to_string(entry.path().join("run.json")) else {
+                continue;
+            };
+            runs.push(serde_json::from_str(&text).unwrap());
+        }
+        runs
     }
 
     /// `ragged backend generate STORE --collection COLLECTION --records N --dim D EXTRA...`, which

@@ -5,6 +5,7 @@
 mod abi_compat;
 mod choose;
 mod config;
+mod crash;
 mod docs;
 mod migrate;
 mod panics;

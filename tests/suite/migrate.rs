@@ -111,19 +111,6 @@ fn an_unknown_backend_is_a_clear_error() {
         .stderr_has("write BACKEND:LOCATION");
 }
 
-/// The `run.json` files of an environment's migration runs.
-fn runs(env: &TestEnv) -> Vec<serde_json::Value> {
-    let mut runs = Vec::new();
-    for entry in std::fs::read_dir(env.path("home/runs")).into_iter().flatten().flatten() {
-        // A run being planned has its directory before its first run.json.
-        let Ok(text) = std::fs::read_to_string(entry.path().join("run.json")) else {
-            continue;
-        };
-        runs.push(serde_json::from_str(&text).unwrap());
-    }
-    runs
-}
-
 #[test]
 fn kill_9_at_several_moments_then_resume_gives_an_exact_copy() {
     let env = TestEnv::new();
@@ -145,7 +132,7 @@ fn kill_9_at_several_moments_then_resume_gives_an_exact_copy() {
             "1000",
             "-q",
         ];
-        if attempt > 0 && !runs(&env).is_empty() {
+        if attempt > 0 && !env.runs().is_empty() {
             args.push("--resume");
         }
         let mut child = env
@@ -155,11 +142,21 @@ fn kill_9_at_several_moments_then_resume_gives_an_exact_copy() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // The delays count from the first checkpoint after the backups, which a resume takes
+        // again when a kill interrupted them: a fixed delay from the start may never reach a load.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none()
+            && env.runs().iter().all(|run| run["state"] == "backing-up")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::thread::sleep(Duration::from_millis(delay_ms));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             child.wait().unwrap();
-            let done: u64 = runs(&env)
+            let done: u64 = env
+                .runs()
                 .iter()
                 .flat_map(|run| {
                     run["collections"]
@@ -176,7 +173,7 @@ fn kill_9_at_several_moments_then_resume_gives_an_exact_copy() {
         killed_midway >= 1,
         "no kill landed in the middle of a load; the test proves nothing"
     );
-    let finished = if runs(&env).iter().any(|r| r["state"] == "completed") {
+    let finished = if env.runs().iter().any(|r| r["state"] == "completed") {
         None
     } else {
         Some(
@@ -219,7 +216,8 @@ fn ctrl_c_stops_at_a_batch_boundary_and_prints_the_resume_command() {
         .unwrap();
     // Interrupt once records are flowing (the handler is installed before the first load).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while runs(&env)
+    while env
+        .runs()
         .first()
         .is_none_or(|run| run["collections"][0][1]["records_done"].as_u64().unwrap_or(0) == 0)
     {
@@ -243,7 +241,7 @@ fn ctrl_c_stops_at_a_batch_boundary_and_prints_the_resume_command() {
         stdout.contains("interrupted; resume with:") && stdout.contains("--resume --checkpoint"),
         "{stdout}"
     );
-    let run = &runs(&env)[0];
+    let run = &env.runs()[0];
     assert_eq!(run["state"], "interrupted");
     let done = run["collections"][0][1]["records_done"].as_u64().unwrap();
     assert!(
@@ -385,12 +383,12 @@ fn a_completed_migration_can_be_rolled_back_from_its_backup() {
         tree_digest(&env.path("target")).unwrap(),
         "the rollback did not restore the target exactly"
     );
-    assert_eq!(runs(&env)[0]["state"], "rolled-back");
+    assert_eq!(env.runs()[0]["state"], "rolled-back");
 
     env.ragged(&["backend", "backups", "clean", "--keep-latest", "0"])
         .ok()
         .stderr_has("removed 1 run(s) and their backups, 0 cleanup backup(s)");
-    assert!(runs(&env).is_empty());
+    assert!(env.runs().is_empty());
 }
 
 #[test]

@@ -4,11 +4,14 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod build;
 mod demo;
+mod fuzz;
 mod protoc;
 mod venv;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -40,6 +43,37 @@ enum Task {
     Demo,
     /// Build everything, prepare the interop venvs, then run every test of the workspace.
     Test,
+    /// Run every fuzz target of tests/fuzz for a bounded time (cargo-fuzz, installed if missing);
+    /// fails on any crash, hang or oversized allocation.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
+    /// Release build, then measure migrations, verification, backups and start-up against the
+    /// Python baseline and a plain copy; writes docs/benchmarks.md (Linux only).
+    Bench {
+        /// Also migrate 1M records (chroma → lance), about 5 GB of stores.
+        #[arg(long)]
+        large: bool,
+        /// 10k records only, one run each: checks that the benchmark works.
+        #[arg(long)]
+        quick: bool,
+        /// Measure these collection sizes instead of 10k and 100k (repeatable).
+        #[arg(long = "records", value_name = "N")]
+        sizes: Vec<u64>,
+    },
+    /// Runs COMMAND as the only child and writes its wall time, peak RSS and I/O as JSON to FILE
+    /// (used by `bench`).
+    #[command(hide = true)]
+    Measure {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -50,6 +84,9 @@ fn main() -> Result<()> {
         Task::Venv => venv::prepare_all(),
         Task::Demo => demo::demo(),
         Task::Test => test(),
+        Task::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
+        Task::Bench { large, quick, sizes } => bench::bench(&bench::Options { large, quick, sizes }),
+        Task::Measure { out, command } => bench::measure(&out, &command),
     }
 }
 

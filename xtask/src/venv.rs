@@ -3,7 +3,8 @@
 //! `requirements.txt`:
 //! - `plugins/<store>/tests/python/` makes the venv `<store>`;
 //! - `plugins/<store>/tests/python-<variant>/` makes `<store>-<variant>`;
-//! - `embed/tests/python/` makes `embed`.
+//! - `embed/tests/python/` makes `embed`;
+//! - `xtask/bench/python/` makes `bench` (the Python baseline of `cargo xtask bench`).
 //!
 //! Beside `requirements.txt`, an optional `requirements-nodeps.txt` is installed afterwards with
 //! `pip --no-deps` (for packages whose declared dependencies pull a 6 GB CUDA torch), and an
@@ -29,10 +30,25 @@ pub(crate) fn prepare_all() -> Result<()> {
     Ok(())
 }
 
+/// Creates or refreshes the venv `name` and returns its Python interpreter.
+pub(crate) fn prepare_one(name: &str) -> Result<PathBuf> {
+    let Some((_, dir)) = sources()?.into_iter().find(|(n, _)| n == name) else {
+        bail!("no venv named {name}");
+    };
+    prepare(name, &dir)?;
+    ragged_interop::venv_root()
+        .map(|root| root.join(name).join("bin/python"))
+        .filter(|python| python.is_file())
+        .with_context(|| format!("the {name} venv has no bin/python"))
+}
+
 /// Every venv's name and the directory its requirements are in, in a stable order.
 fn sources() -> Result<Vec<(String, PathBuf)>> {
     let root = project_root();
-    let mut found = vec![("embed".to_owned(), root.join("embed/tests/python"))];
+    let mut found = vec![
+        ("embed".to_owned(), root.join("embed/tests/python")),
+        ("bench".to_owned(), root.join("xtask/bench/python")),
+    ];
     for store in std::fs::read_dir(root.join("plugins"))? {
         let store = store?.path();
         let Some(store_name) = store.file_name().map(|n| n.to_string_lossy().into_owned()) else {

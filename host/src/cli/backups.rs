@@ -214,7 +214,7 @@ pub(crate) fn exec(ctx: &Context, command: BackupsCommand) -> Result<u8> {
             let runs = Run::list(ctx)?;
             let mut removed = 0;
             for run in runs.iter().skip(keep_latest) {
-                if matches!(run.state, RunState::Running | RunState::Interrupted | RunState::Failed) {
+                if run.state.is_unfinished() {
                     status(&format!("keeping run {}: it is unfinished and can be resumed", run.id));
                     continue;
                 }

@@ -116,7 +116,13 @@ pub(crate) fn exec(ctx: &Context, args: MigrateArgs) -> Result<u8> {
         Some(run) => {
             if !args.quiet_or_json() {
                 let done: u64 = run.collections.iter().map(|(_, p)| p.records_done).sum();
-                status(&format!("resuming run {} ({done} records already loaded)", run.id));
+                status(&match run.state {
+                    RunState::RollingBack => {
+                        format!("run {} stopped while rolling back; finishing the rollback", run.id)
+                    }
+                    RunState::BackingUp => format!("run {} stopped while backing up; backing up again", run.id),
+                    _ => format!("resuming run {} ({done} records already loaded)", run.id),
+                });
             }
             run
         }
@@ -155,7 +161,7 @@ pub(crate) fn exec(ctx: &Context, args: MigrateArgs) -> Result<u8> {
     Ok(match report.state {
         RunState::Completed => EXIT_OK,
         RunState::Interrupted | RunState::Running => EXIT_INTERRUPTED,
-        RunState::RolledBack | RunState::Failed
+        RunState::RolledBack | RunState::Failed | RunState::BackingUp | RunState::RollingBack
             if report
                 .error
                 .as_deref()
@@ -163,7 +169,7 @@ pub(crate) fn exec(ctx: &Context, args: MigrateArgs) -> Result<u8> {
         {
             EXIT_FINDINGS
         }
-        RunState::RolledBack | RunState::Failed => EXIT_ERROR,
+        RunState::RolledBack | RunState::Failed | RunState::BackingUp | RunState::RollingBack => EXIT_ERROR,
     })
 }
 
@@ -332,7 +338,7 @@ fn dry_run(ctx: &Context, args: &MigrateArgs) -> Result<u8> {
 /// The run `--resume` continues: the one `checkpoint` names, or the newest unfinished run
 /// between the same stores.
 fn find_run(ctx: &Context, source: &StoreSpec, target: &StoreSpec, checkpoint: Option<&Path>) -> Result<Run> {
-    let resumable = |run: &Run| matches!(run.state, RunState::Running | RunState::Interrupted | RunState::Failed);
+    let resumable = |run: &Run| run.state.is_unfinished();
     let (source, target) = (source.to_string(), target.to_string());
     let run = match checkpoint {
         Some(path) => Run::load(path)?,
@@ -387,7 +393,8 @@ fn describe(report: &MigrateReport, args: &MigrateArgs) -> String {
             report.run_id,
             report.run_dir.display()
         )),
-        RunState::Failed => text.push_str(&format!(
+        // Neither stays after execute returns; a crash leaves them, and a resume finishes them.
+        RunState::BackingUp | RunState::RollingBack | RunState::Failed => text.push_str(&format!(
             "migration failed: {}\nthe target was left as it is (no backup or --no-rollback); resume with:\n  {}\n",
             report.error.as_deref().unwrap_or("unknown error"),
             args.resume_command(report)

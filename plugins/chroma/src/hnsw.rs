@@ -1,5 +1,5 @@
 //! Chroma's HNSW segment files (its hnswlib fork, persistence version 1): `header.bin`,
-//! `data_level0.bin` (memory-mapped, never loaded whole) and `length.bin`.
+//! `data_level0.bin` (read with positioned reads, never loaded whole) and `length.bin`.
 //!
 //! Only what reading vectors needs is parsed; the graph links are skipped. Every size is checked
 //! against the files before a byte is read, so truncated files are refused by name.
@@ -7,7 +7,6 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
 use ragged_plugin_api::PluginError;
 
 /// `header.bin` is exactly this long: 14 packed little-endian fields.
@@ -91,11 +90,16 @@ impl Header {
     }
 }
 
-/// The persisted vectors of one segment, read through a read-only memory map.
+/// Elements read per system call when scanning the whole of `data_level0.bin`.
+const SCAN_ELEMENTS: usize = 1024;
+
+/// The persisted vectors of one segment. The file is read with positioned reads rather than
+/// memory-mapped: every mapped page a read touches counts towards the process's resident memory,
+/// which would then grow with the collection (168 MB for 100 000 vectors of 384 floats).
 pub struct Level0 {
     path: PathBuf,
     header: Header,
-    data: Option<Mmap>,
+    file: File,
     /// The norms from `length.bin`, only for cosine collections (elsewhere the file is garbage).
     lengths: Option<Vec<f32>>,
     dimension: usize,
@@ -123,18 +127,6 @@ impl Level0 {
                 ),
             ));
         }
-        let data = if needed == 0 {
-            None
-        } else {
-            // The one `unsafe` of the crate: memmap2 cannot prove the file stays unchanged.
-            // SAFETY: the map is read-only and private to this process. Chroma must not be
-            // running on the directory (documented, and checked where the platform allows), so
-            // nobody truncates or rewrites the file while it is mapped; every access below stays
-            // within `needed` bytes, which the file was checked to hold.
-            #[allow(unsafe_code)]
-            let map = unsafe { Mmap::map(&file) };
-            Some(map.map_err(|e| PluginError::io(&path, &e))?)
-        };
         let lengths = if cosine {
             let length_path = dir.join("length.bin");
             let raw = std::fs::read(&length_path).map_err(|e| PluginError::io(&length_path, &e))?;
@@ -157,7 +149,7 @@ impl Level0 {
         Ok(Level0 {
             path,
             header,
-            data,
+            file,
             lengths,
             dimension,
         })
@@ -177,36 +169,45 @@ impl Level0 {
         self.len() == 0
     }
 
-    fn element(&self, internal: usize) -> &[u8] {
+    /// Calls `f(internal, label)` (the label is chroma's numeric id for the record) for every
+    /// element without hnswlib's delete mark, in order, reading the file in large chunks.
+    pub fn for_each_live(&self, mut f: impl FnMut(usize, u64)) -> Result<(), PluginError> {
         let size = self.header.size_data_per_element as usize;
-        match &self.data {
-            Some(data) if internal < self.len() => &data[internal * size..(internal + 1) * size],
-            _ => &[],
+        let label_at = self.header.label_offset as usize;
+        let mut chunk = vec![0u8; size * SCAN_ELEMENTS.min(self.len())];
+        for first in (0..self.len()).step_by(SCAN_ELEMENTS) {
+            let count = SCAN_ELEMENTS.min(self.len() - first);
+            let chunk = &mut chunk[..count * size];
+            self.read_at(chunk, (first * size) as u64)?;
+            for (k, element) in chunk.chunks_exact(size).enumerate() {
+                if element[2] & 1 == 0 {
+                    let label = element[label_at..label_at + 8].try_into().map_or(0, u64::from_le_bytes);
+                    f(first + k, label);
+                }
+            }
         }
+        Ok(())
     }
 
-    /// Whether hnswlib's delete mark is set on an element.
-    pub fn is_deleted(&self, internal: usize) -> bool {
-        self.element(internal).get(2).is_some_and(|flags| flags & 1 == 1)
-    }
-
-    /// The label (chroma's numeric id for the record) of an element.
-    pub fn label(&self, internal: usize) -> u64 {
-        let at = self.header.label_offset as usize;
-        self.element(internal)
-            .get(at..at + 8)
-            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    /// Fills `buffer` from the file at `offset`, which [`Level0::open`] checked the file holds.
+    fn read_at(&self, buffer: &mut [u8], offset: u64) -> Result<(), PluginError> {
+        #[cfg(unix)]
+        let read = std::os::unix::fs::FileExt::read_exact_at(&self.file, buffer, offset);
+        #[cfg(windows)]
+        let read = read_exact_at(&self.file, buffer, offset);
+        read.map_err(|e| PluginError::io(&self.path, &e))
     }
 
     /// The vector chroma returns for an element: the stored one, scaled back by its norm for
     /// cosine (hnswlib stores unit vectors). Fails when a cosine vector is not unit length, which
     /// means the space was resolved wrongly or the file is damaged.
     pub fn vector(&self, internal: usize) -> Result<Vec<f32>, PluginError> {
-        let at = self.header.offset_data as usize;
-        let bytes = self
-            .element(internal)
-            .get(at..at + 4 * self.dimension)
-            .ok_or_else(|| corrupt(&self.path, format!("element {internal} is out of range")))?;
+        if internal >= self.len() {
+            return Err(corrupt(&self.path, format!("element {internal} is out of range")));
+        }
+        let mut bytes = vec![0u8; 4 * self.dimension];
+        let at = internal as u64 * self.header.size_data_per_element + self.header.offset_data;
+        self.read_at(&mut bytes, at)?;
         let mut vector: Vec<f32> = bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -226,6 +227,22 @@ impl Level0 {
         }
         Ok(vector)
     }
+}
+
+/// `FileExt::read_exact_at` of Unix, which Windows lacks.
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buffer: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buffer.is_empty() {
+        match file.seek_read(buffer, offset)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            read => {
+                buffer = &mut buffer[read..];
+                offset += read as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -282,11 +299,11 @@ pub(crate) mod tests {
         write_segment(dir.path(), 2, &elements, &[]);
         let level0 = Level0::open(dir.path(), 2, false).expect("opens");
         assert_eq!(level0.len(), 3);
-        assert_eq!((level0.label(0), level0.label(2)), (1, 3));
-        assert_eq!(
-            (level0.is_deleted(0), level0.is_deleted(1), level0.is_deleted(2)),
-            (false, true, false)
-        );
+        let mut live = Vec::new();
+        level0
+            .for_each_live(|internal, label| live.push((internal, label)))
+            .expect("scans");
+        assert_eq!(live, [(0, 1), (2, 3)], "element 1 is deleted");
         let v = level0.vector(2).expect("vector");
         assert_eq!(v[0].to_bits(), (-0.0f32).to_bits());
         assert_eq!(v[1], 5.5);

@@ -104,11 +104,9 @@ impl Plan {
             if !id_to_label.is_empty() {
                 let files = Level0::open(&segment_dir, dimension as usize, cosine)?;
                 let mut label_to_internal = HashMap::with_capacity(files.len());
-                for internal in 0..files.len() {
-                    if !files.is_deleted(internal) {
-                        label_to_internal.insert(files.label(internal), internal as u32);
-                    }
-                }
+                files.for_each_live(|internal, label| {
+                    label_to_internal.insert(label, internal as u32);
+                })?;
                 for (id, label) in id_to_label {
                     let Some(internal) = label_to_internal.get(&label) else {
                         return Err(corrupt_at(
@@ -318,15 +316,33 @@ impl Plan {
         let err = |e| classify(&self.db, e);
         let dimension = self.dimension() as usize;
         let cosine = self.collection.space == DistanceMetric::Cosine;
+        let bases: Vec<i64> = positions
+            .iter()
+            .filter_map(|&p| self.entries.get(p))
+            .filter(|e| e.has_base)
+            .map(|e| e.offset_id)
+            .collect();
+        // An extract's batch is a run of neighbouring rows: one range query for all of them costs
+        // what one query per record costs for a few (scattered samples keep those).
+        let ascending = positions.windows(2).all(|w| w[0] < w[1]);
+        let mut batch_bases = match (bases.first(), bases.last()) {
+            (Some(&first), Some(&last)) if ascending && last - first < 2 * bases.len() as i64 => {
+                Some(self.base_metadata(conn, first, last)?)
+            }
+            _ => None,
+        };
         let mut out = Vec::with_capacity(positions.len());
         for &position in positions {
             let Some(entry) = self.entries.get(position) else {
                 continue;
             };
-            let mut metadata = if entry.has_base {
-                self.base_metadata(conn, entry.offset_id)?
-            } else {
-                Metadata::new()
+            let mut metadata = match (&mut batch_bases, entry.has_base) {
+                (_, false) => Metadata::new(),
+                (Some(bases), true) => bases.remove(&entry.offset_id).unwrap_or_default(),
+                (None, true) => self
+                    .base_metadata(conn, entry.offset_id, entry.offset_id)?
+                    .remove(&entry.offset_id)
+                    .unwrap_or_default(),
             };
             for seq in &entry.metadata_ops {
                 let text: Option<String> = conn
@@ -374,52 +390,53 @@ impl Plan {
         Ok(out)
     }
 
-    /// The metadata rows of one record in the metadata segment (documents included).
-    fn base_metadata(&self, conn: &Connection, offset_id: i64) -> Result<Metadata, PluginError> {
+    /// The metadata rows (documents included) of the metadata segment's rows `first..=last`,
+    /// by row; rows without metadata are absent.
+    fn base_metadata(&self, conn: &Connection, first: i64, last: i64) -> Result<HashMap<i64, Metadata>, PluginError> {
+        let mut out: HashMap<i64, Metadata> = HashMap::new();
+        let scalars = "SELECT id, key, string_value, int_value, float_value, bool_value FROM embedding_metadata \
+             WHERE id BETWEEN ?1 AND ?2";
+        self.metadata_rows(conn, scalars, first, last, |id, key, value| {
+            out.entry(id).or_default().insert(key, value);
+        })?;
+        if self.has_array_table {
+            // Elements in the order they were written: that is the order of the array.
+            let arrays = "SELECT id, key, string_value, int_value, float_value, bool_value \
+                          FROM embedding_metadata_array WHERE id BETWEEN ?1 AND ?2 ORDER BY id, rowid";
+            self.metadata_rows(conn, arrays, first, last, |id, key, value| {
+                push_element(out.entry(id).or_default(), key, value);
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Runs a metadata query over the rows `first..=last` and hands each typed value to `sink`.
+    fn metadata_rows(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        first: i64,
+        last: i64,
+        mut sink: impl FnMut(i64, String, MetaValue),
+    ) -> Result<(), PluginError> {
         let err = |e| classify(&self.db, e);
-        let mut metadata = Metadata::new();
-        let bad = |key: &str, e: String| corrupt_at(&self.db, format!("metadata of row {offset_id}, key '{key}': {e}"));
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT key, string_value, int_value, float_value, bool_value FROM embedding_metadata WHERE id=?1",
-            )
-            .map_err(err)?;
-        let mut rows = statement.query([offset_id]).map_err(err)?;
+        let mut statement = conn.prepare_cached(sql).map_err(err)?;
+        let mut rows = statement.query([first, last]).map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
-            let key: String = row.get(0).map_err(err)?;
+            let id: i64 = row.get(0).map_err(err)?;
+            let key: String = row.get(1).map_err(err)?;
             let value = scalar(
-                row.get_ref(1).map_err(err)?,
                 row.get_ref(2).map_err(err)?,
                 row.get_ref(3).map_err(err)?,
                 row.get_ref(4).map_err(err)?,
+                row.get_ref(5).map_err(err)?,
             )
-            .map_err(|e| bad(&key, e))?;
+            .map_err(|e| corrupt_at(&self.db, format!("metadata of row {id}, key '{key}': {e}")))?;
             if let Some(value) = value {
-                metadata.insert(key, value);
+                sink(id, key, value);
             }
         }
-        if self.has_array_table {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT key, string_value, int_value, float_value, bool_value FROM embedding_metadata_array \
-                     WHERE id=?1 ORDER BY rowid",
-                )
-                .map_err(err)?;
-            let mut rows = statement.query([offset_id]).map_err(err)?;
-            while let Some(row) = rows.next().map_err(err)? {
-                let key: String = row.get(0).map_err(err)?;
-                let value = scalar(
-                    row.get_ref(1).map_err(err)?,
-                    row.get_ref(2).map_err(err)?,
-                    row.get_ref(3).map_err(err)?,
-                    row.get_ref(4).map_err(err)?,
-                )
-                .map_err(|e| bad(&key, e))?;
-                let Some(value) = value else { continue };
-                push_element(&mut metadata, key, value);
-            }
-        }
-        Ok(metadata)
+        Ok(())
     }
 }
 

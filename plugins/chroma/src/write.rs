@@ -648,7 +648,8 @@ pub fn storage(conn: &Connection, root: &Path, plan: &Plan) -> Result<StorageRep
             segment_files += entry.metadata().map(|m| m.len()).unwrap_or(0);
         }
         if let Ok(level0) = crate::hnsw::Level0::open(&dir, plan.dimension() as usize, false) {
-            let live = (0..level0.len()).filter(|i| !level0.is_deleted(*i)).count() as u64;
+            let mut live = 0u64;
+            level0.for_each_live(|_, _| live += 1)?;
             persisted_vectors = live * 4 * u64::from(plan.dimension());
         }
     }

@@ -8,7 +8,8 @@
 //!   any table (also one written by others) are found;
 //! - `metadata`: typed metadata, promoted to filterable columns and read back from foreign columns;
 //! - `read`: extract, sample, fetch and query;
-//! - `write`: `load`, one atomic `merge_insert` per batch, and `delete`; version tags before writing;
+//! - `write`: `load` (appends of new ids in large commits, `merge_insert` for the rest) and
+//!   `delete`; version tags before writing;
 //! - `storage`: the directory on disk, the storage report;
 //! - `runtime`: the plugin's tokio runtime and the async-to-blocking bridges.
 //!
@@ -24,8 +25,10 @@ mod schema;
 mod storage;
 mod write;
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use lancedb::Connection;
 use ragged_plugin_api::{
@@ -46,6 +49,8 @@ pub struct LanceStore {
     access: Access,
     options: StoreOptions,
     db: Connection,
+    /// What this store's loads wrote into the tables they created, per table.
+    written: Mutex<HashMap<String, write::Written>>,
 }
 
 impl LanceStore {
@@ -118,6 +123,7 @@ impl Plugin for LanceStore {
             access: request.access,
             options,
             db,
+            written: Mutex::default(),
         })
     }
 }
@@ -163,7 +169,7 @@ impl Backend for LanceStore {
 
     fn load(&self, request: &LoadRequest, batches: BatchStream) -> Result<LoadSummary, PluginError> {
         self.writable("load")?;
-        write::load(&self.db, &self.options, request, batches)
+        write::load(&self.db, &self.options, request, batches, &self.written)
     }
 
     fn sample(&self, collection: &str, n: u64, seed: u64) -> Result<BatchStream, PluginError> {

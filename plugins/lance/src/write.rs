@@ -1,9 +1,11 @@
 //! `load`: canonical batches into a LanceDB table; `delete`: records out of one.
 //!
-//! Each incoming batch is one atomic Lance commit: the first batch of a new table creates it,
-//! every later one is a `merge_insert` keyed on `id` (update all columns when matched, insert
-//! otherwise), so a batch replayed after a crash replaces instead of duplicating. The one shortcut:
-//! into a table this load created, a batch whose ids the load has not written yet is appended. Before the first
+//! Every write is an atomic Lance commit keyed on `id`: the first batch of a new table creates
+//! it, and a batch with ids that may already be in the table is a `merge_insert` (update all
+//! columns when matched, insert otherwise), so a batch replayed after a crash replaces instead of
+//! duplicating. The shortcut: into a table this store's loads created, batches whose ids they have
+//! not written yet are appended, up to [`COMMIT_ROWS`] rows per commit (each commit writes a data
+//! file and a manifest, so fewer and larger ones load faster and read faster). Before the first
 //! write into an existing table its current version is tagged `ragged-before-v<N>`, so the
 //! pre-migration state can be restored with `tbl.restore(tag)` and is never pruned.
 //! Optionally a vector index with the collection's metric is built once the table is large enough.
@@ -12,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchIterator, RecordBatchReader, UInt32Array};
@@ -34,12 +37,26 @@ use crate::schema::{self, Layout, columns};
 /// The prefix of the tags that mark a table's version before a load wrote into it.
 pub(crate) const TAG_PREFIX: &str = "ragged-before-v";
 
+/// Rows appended in one commit at most: 10 000 records of 384 floats with their documents are
+/// about 20 MB in memory.
+const COMMIT_ROWS: usize = 10_000;
+
+/// The ids (as 64-bit hashes) a store's loads wrote into a table one of them created, and the
+/// table's version after the last of them. The host loads a migration in several calls; the next
+/// call into the same table continues with these when nobody wrote in between (the version is
+/// unchanged), instead of merging every batch against the whole table.
+pub(crate) struct Written {
+    version: u64,
+    ids: HashSet<u64>,
+}
+
 /// Writes `batches` into the table `request.collection.name`.
 pub(crate) fn load(
     db: &Connection,
     options: &StoreOptions,
     request: &LoadRequest,
     batches: BatchStream,
+    written_before: &Mutex<HashMap<String, Written>>,
 ) -> Result<LoadSummary, PluginError> {
     let name = request.collection.name.as_str();
     let context = format!("table '{name}'");
@@ -85,10 +102,20 @@ pub(crate) fn load(
         Err(error) => return Err(lance_error(&context, error)),
     };
 
-    // Ids written by this load into a table it created, as 64-bit hashes: a batch none of whose
-    // ids were seen is appended instead of merged, which keeps loading a new table linear instead
-    // of scanning every id already written for each batch. A hash collision only costs a merge.
-    let mut seen: Option<HashSet<u64>> = target.is_none().then(HashSet::new);
+    // Ids written into a table this store's loads created, as 64-bit hashes: a batch none of
+    // whose ids were seen is appended instead of merged, which keeps loading a new table linear
+    // instead of scanning every id already written for each batch. A hash collision only costs a
+    // merge.
+    let earlier = written_before.lock().ok().and_then(|mut tables| tables.remove(name));
+    let mut seen: Option<HashSet<u64>> = match &target {
+        None => Some(HashSet::new()),
+        Some((table, _, _)) => {
+            let version = block_on(table.version())?.map_err(|e| lance_error(&context, e))?;
+            earlier.filter(|w| w.version == version).map(|w| w.ids)
+        }
+    };
+    // Fresh batches waiting for their append, in the table's schema.
+    let mut pending: Vec<RecordBatch> = Vec::new();
     let mut written = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| PluginError::invalid_input(format!("{context}: reading records: {e}")))?;
@@ -115,10 +142,14 @@ pub(crate) fn load(
                 target = Some((table, table_schema, promoted));
             }
             Some((table, table_schema, promoted)) if fresh => {
-                let rows = table_batch(table_schema, promoted, &batch, &parsed)?;
-                block_on(table.add(rows).mode(AddDataMode::Append).execute())?.map_err(|e| lance_error(&context, e))?;
+                pending.push(table_batch(table_schema, promoted, &batch, &parsed)?);
+                if pending.iter().map(RecordBatch::num_rows).sum::<usize>() >= COMMIT_ROWS {
+                    append(table, &mut pending, &context)?;
+                }
             }
             Some((table, table_schema, promoted)) => {
+                // The appends before it first: this batch may replace some of their records.
+                append(table, &mut pending, &context)?;
                 let rows = table_batch(table_schema, promoted, &batch, &parsed)?;
                 let source: Box<dyn RecordBatchReader + Send> =
                     Box::new(RecordBatchIterator::new([Ok(rows)], table_schema.clone()));
@@ -130,16 +161,35 @@ pub(crate) fn load(
     }
 
     let table = match target {
-        Some((table, _, _)) => table,
+        Some((table, _, _)) => {
+            append(&table, &mut pending, &context)?;
+            table
+        }
         None => {
             let table_schema = schema::ragged_schema(&request.collection, &Promoted::default())?;
             block_on(db.create_empty_table(name, table_schema).execute())?.map_err(|e| lance_error(&context, e))?
         }
     };
     maybe_index(&table, options, request, &context)?;
+    if let Some(ids) = seen {
+        let version = block_on(table.version())?.map_err(|e| lance_error(&context, e))?;
+        if let Ok(mut tables) = written_before.lock() {
+            tables.insert(name.to_owned(), Written { version, ids });
+        }
+    }
     Ok(LoadSummary {
         records_written: written,
     })
+}
+
+/// Appends the `pending` batches (in the table's schema) to `table` in one commit.
+fn append(table: &Table, pending: &mut Vec<RecordBatch>, context: &str) -> Result<(), PluginError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let rows = std::mem::take(pending);
+    block_on(table.add(rows).mode(AddDataMode::Append).execute())?.map_err(|e| lance_error(context, e))?;
+    Ok(())
 }
 
 /// Removes the rows with `ids` from a table ragged wrote and returns how many there were. Each

@@ -188,6 +188,37 @@ fn load_modes_replays_and_refusals() {
 }
 
 #[test]
+fn the_loads_of_a_migration_append_new_ids_in_few_commits_and_merge_replays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_with(dir.path(), Access::ReadWrite, &[]).expect("opens");
+    let all = records(300, 4, 0);
+    let load = |store: &dyn Backend, mode, records: &[Record]| {
+        store
+            .load(&request("t", 4, DistanceMetric::L2, mode), stream(records, 4))
+            .expect("loads");
+    };
+    // As the host loads a migration: a create, then more loads of new ids (64-record batches).
+    load(store.as_ref(), LoadMode::Create, &all[..150]);
+    load(store.as_ref(), LoadMode::Upsert, &all[150..]);
+    let versions = |store: &dyn Backend| store.describe("t").expect("describes").extras["lance_versions"].clone();
+    // The first batch creates the table, the rest of each load is one append: not one merge per batch.
+    assert_eq!(versions(store.as_ref()), 3);
+    assert_eq!(extract_all(store.as_ref(), "t", 0), all);
+
+    // Replays, by the same store and by a fresh one, replace instead of duplicating.
+    let mut replay = records(300, 4, 1)[100..200].to_vec();
+    replay[0].document = Some("replayed".into());
+    load(store.as_ref(), LoadMode::Upsert, &replay);
+    drop(store);
+    let reopened = open_with(dir.path(), Access::ReadWrite, &[]).expect("opens");
+    load(reopened.as_ref(), LoadMode::Upsert, &all[250..]);
+    let got = extract_all(reopened.as_ref(), "t", 0);
+    assert_eq!(got.len(), 300);
+    let r100 = got.iter().find(|r| r.id == "r0100").expect("r0100");
+    assert_eq!(r100.document.as_deref(), Some("replayed"));
+}
+
+#[test]
 fn writes_are_tagged_so_a_rollback_can_restore_the_previous_version() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_with(dir.path(), Access::ReadWrite, &[]).expect("opens");

@@ -524,6 +524,14 @@ impl Reader<'_> {
         };
         let entry_point = self.i32()?;
         let max_level = self.i32()?;
+        // A search walks every level down from max_level: a value past the nodes' own levels
+        // would make it loop over levels nobody has.
+        let highest = levels.iter().max().map_or(-1, |levels| *levels as i32 - 1);
+        if max_level < -1 || max_level > highest {
+            return Err(self.corrupt(format!(
+                "max_level is {max_level}, but the highest node level is {highest}"
+            )));
+        }
         let _ef_construction = self.i32()?;
         let _ef_search = self.i32()?;
         let _upper_beam = self.i32()?;
@@ -668,14 +676,22 @@ impl Reader<'_> {
         }
         let mut links = Vec::with_capacity(levels.len());
         for (node, level) in levels.iter().enumerate() {
-            let base = offsets[node] as usize;
+            let base = offsets[node];
             let mut node_links = Vec::with_capacity(*level as usize);
             for l in 0..*level as usize {
-                let (begin, end) = (base + cum[l] as usize, base + cum[l + 1] as usize);
-                if end > offsets[node + 1] as usize {
+                // A damaged file can hold negative or decreasing cumulative counts and offsets.
+                let slot = |c: i32| u64::try_from(c).ok().and_then(|c| base.checked_add(c));
+                let range = slot(cum[l])
+                    .zip(slot(cum[l + 1]))
+                    .filter(|(begin, end)| begin <= end && *end <= offsets[node + 1].min(slots.len() as u64));
+                let Some((begin, end)) = range else {
                     return Err(self.corrupt(format!("node {node}'s slots overflow its offsets")));
-                }
-                let list: Vec<i32> = slots[begin..end].iter().copied().take_while(|id| *id >= 0).collect();
+                };
+                let list: Vec<i32> = slots[begin as usize..end as usize]
+                    .iter()
+                    .copied()
+                    .take_while(|id| *id >= 0)
+                    .collect();
                 node_links.push(self.checked_ids(&list, n)?);
             }
             links.push(node_links);
@@ -687,6 +703,74 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `leann_index` fuzz target: decreasing `cum_nneighbor_per_level` made a slice
+    /// whose start was past its end, a panic instead of an error.
+    #[test]
+    fn decreasing_cumulative_neighbour_counts_are_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.index");
+        let mut bytes = FOURCC_HNSW_FLAT.to_vec();
+        write_header(&mut bytes, 2, 1, FaissMetric::L2).expect("header");
+        let vec_u64 = |out: &mut Vec<u8>, values: &[u64]| {
+            out.extend_from_slice(&(values.len() as u64).to_le_bytes());
+            values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        };
+        let vec_i32 = |out: &mut Vec<u8>, values: &[i32]| {
+            out.extend_from_slice(&(values.len() as u64).to_le_bytes());
+            values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        };
+        vec_u64(&mut bytes, &[0]); // assign_probas (skipped)
+        vec_i32(&mut bytes, &[0, 4, 2]); // cum_nneighbor_per_level, decreasing
+        vec_i32(&mut bytes, &[2]); // levels: one node on two levels
+        vec_u64(&mut bytes, &[0, 4]); // offsets (no flag byte)
+        vec_i32(&mut bytes, &[-1; 4]); // neighbors
+        for value in [0i32, 1, 40, 16, 1] {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+        bytes.extend_from_slice(FOURCC_NULL);
+        std::fs::write(&path, bytes).expect("write");
+        let error = read(&path, true).expect_err("corrupt");
+        assert!(error.message.contains("node 0's slots overflow its offsets"), "{error}");
+    }
+
+    #[test]
+    fn a_max_level_above_every_node_is_corrupt_not_a_long_search() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.index");
+        let file = |max_level: i32| {
+            let mut bytes = FOURCC_HNSW_FLAT.to_vec();
+            write_header(&mut bytes, 2, 1, FaissMetric::L2).expect("header");
+            let vec_u64 = |out: &mut Vec<u8>, values: &[u64]| {
+                out.extend_from_slice(&(values.len() as u64).to_le_bytes());
+                values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            };
+            let vec_i32 = |out: &mut Vec<u8>, values: &[i32]| {
+                out.extend_from_slice(&(values.len() as u64).to_le_bytes());
+                values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            };
+            vec_u64(&mut bytes, &[0]); // assign_probas (skipped)
+            vec_i32(&mut bytes, &[0, 4, 6]); // cum_nneighbor_per_level
+            vec_i32(&mut bytes, &[2]); // levels: one node on two levels
+            vec_u64(&mut bytes, &[0, 6]); // offsets (no flag byte)
+            vec_i32(&mut bytes, &[-1; 6]); // neighbors
+            for value in [0i32, max_level, 40, 16, 1] {
+                bytes.extend_from_slice(&value.to_le_bytes());
+            }
+            bytes.extend_from_slice(FOURCC_NULL);
+            bytes
+        };
+        std::fs::write(&path, file(1)).expect("write");
+        read(&path, true).expect("a node on two levels, max_level 1");
+        std::fs::write(&path, file(1_000_000)).expect("write");
+        let error = read(&path, true).expect_err("corrupt");
+        assert!(
+            error
+                .message
+                .contains("max_level is 1000000, but the highest node level is 1"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn default_probas_match_faiss_for_m_32() {

@@ -24,11 +24,14 @@
 //! - `recompute`: the embedding models of indexes without vectors, and the vectors they give;
 //! - `staging`: the durable staging area of a load;
 //! - `read` and `write`: the operations (`write` also deletes, by rebuilding).
+//! - `fuzzing` (not API): entry points for the fuzz targets in `tests/fuzz`.
 //!
 //! See `docs/backends/leann.md` for the format mapping and its guarantees.
 
 #![deny(unsafe_code)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod hnsw;
 mod index_file;
 mod layout;

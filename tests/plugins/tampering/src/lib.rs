@@ -174,6 +174,13 @@ impl Backend for Tampering {
             .into_reader()
             .map_err(|e| PluginError::invalid_input(e.to_string()))?;
         let refused = self.refused_ids();
+        let mut positions: std::collections::HashMap<String, usize> = file
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), i))
+            .collect();
+        let mut tamper_now = false;
         let mut written = 0;
         for batch in reader {
             let batch = batch.map_err(|e| PluginError::invalid_input(e.to_string()))?;
@@ -196,16 +203,21 @@ impl Backend for Tampering {
                     document: record.document,
                     metadata: record.metadata,
                 };
-                match file.records.iter_mut().find(|r| r.id == stored.id) {
-                    Some(existing) => *existing = stored,
-                    None => file.records.push(stored),
+                tamper_now |= self.tamper.as_ref() == Some(&stored.id);
+                match positions.get(&stored.id) {
+                    Some(&i) => file.records[i] = stored,
+                    None => {
+                        positions.insert(stored.id.clone(), file.records.len());
+                        file.records.push(stored);
+                    }
                 }
                 written += 1;
             }
         }
         self.write(&file)?;
-        // The load is done and durable; now the corruption strikes.
-        if let Some(id) = &self.tamper
+        // The load is done and durable; now the corruption strikes the record it just wrote.
+        if tamper_now
+            && let Some(id) = &self.tamper
             && let Some(record) = file.records.iter_mut().find(|r| &r.id == id)
             && let Some(first) = record.bits.first_mut()
         {
