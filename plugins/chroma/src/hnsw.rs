@@ -65,11 +65,13 @@ impl Header {
                 format!("unknown hnsw persistence version {} (expected 1)", header.version),
             ));
         }
-        let vector_bytes = 4 * dimension as u64;
+        // Checked: every field is the file's word, and a wrapped product could look consistent.
+        let vector_bytes = (dimension as u64).checked_mul(4);
         let consistent = header.offset_level0 == 0
-            && header.offset_data == 4 + 4 * header.max_m0
-            && header.label_offset.checked_sub(header.offset_data) == Some(vector_bytes)
-            && header.size_data_per_element == header.label_offset + 8
+            && header.max_m0.checked_mul(4).and_then(|links| links.checked_add(4)) == Some(header.offset_data)
+            && vector_bytes.is_some()
+            && header.label_offset.checked_sub(header.offset_data) == vector_bytes
+            && header.label_offset.checked_add(8) == Some(header.size_data_per_element)
             && header.cur_element_count <= header.max_elements;
         if !consistent {
             return Err(corrupt(
@@ -286,6 +288,22 @@ pub(crate) mod tests {
         let lengths: Vec<u8> = norms.iter().flat_map(|x| x.to_le_bytes()).collect();
         std::fs::write(dir.join("length.bin"), lengths).expect("lengths");
         std::fs::write(dir.join("link_lists.bin"), []).expect("links");
+    }
+
+    #[test]
+    fn header_sizes_that_overflow_are_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_segment(dir.path(), 2, &[(1, false, vec![1.0, 2.0])], &[1.0]);
+        let good = std::fs::read(dir.path().join("header.bin")).expect("header");
+        let path = dir.path().join("header.bin");
+        Header::parse(&good, 2, &path).expect("the written header");
+        // maxM0 (at 68) and label_offset (at 36) whose products and sums pass u64::MAX.
+        for at in [68, 36] {
+            let mut bytes = good.clone();
+            bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+            let error = Header::parse(&bytes, 2, &path).expect_err("overflowing header");
+            assert!(error.message.contains("inconsistent header"), "{error}");
+        }
     }
 
     #[test]
