@@ -295,12 +295,7 @@ fn files_under(root: &Path) -> Result<Vec<PathBuf>> {
     if metadata.is_file() {
         files.push(root.to_owned());
     } else if metadata.is_dir() {
-        let mut children: Vec<PathBuf> = std::fs::read_dir(root)
-            .with_context(|| format!("listing {}", root.display()))?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()?;
-        children.sort();
-        for child in children {
+        for child in crate::tree::sorted_children(root)? {
             files.extend(files_under(&child)?);
         }
     }

@@ -34,6 +34,17 @@ pub fn metadata_fingerprint(paths: &[PathBuf]) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The entries of the directory `dir`, sorted, so every walk over a tree visits it in one order.
+pub(crate) fn sorted_children(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut children: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("listing {}", dir.display()))?;
+    children.sort();
+    Ok(children)
+}
+
 fn fingerprint_visit(path: &Path, hasher: &mut Sha256) -> Result<()> {
     hasher.update(path.to_string_lossy().as_bytes());
     hasher.update([0]);
@@ -47,12 +58,7 @@ fn fingerprint_visit(path: &Path, hasher: &mut Sha256) -> Result<()> {
     };
     if metadata.is_dir() {
         hasher.update(b"d");
-        let mut children: Vec<_> = std::fs::read_dir(path)
-            .with_context(|| format!("listing {}", path.display()))?
-            .map(|entry| entry.map(|e| e.path()))
-            .collect::<Result<_, _>>()?;
-        children.sort();
-        for child in children {
+        for child in sorted_children(path)? {
             fingerprint_visit(&child, hasher)?;
         }
     } else {
@@ -75,12 +81,7 @@ fn visit(root: &Path, path: &Path, hasher: &mut Sha256) -> Result<()> {
     hasher.update([0]);
     if metadata.is_dir() {
         hasher.update(b"d");
-        let mut children: Vec<_> = std::fs::read_dir(path)
-            .with_context(|| format!("listing {}", path.display()))?
-            .map(|entry| entry.map(|e| e.path()))
-            .collect::<Result<_, _>>()?;
-        children.sort();
-        for child in children {
+        for child in sorted_children(path)? {
             visit(root, &child, hasher)?;
         }
     } else if metadata.is_file() {

@@ -407,11 +407,9 @@ fn a_write_to_the_source_during_a_migration_is_detected_and_nothing_is_kept() {
         .ok();
     };
 
-    // A write while the migration is stopped (SIGSTOP) mid-load: deterministic, and the same as a
-    // writer that is merely faster.
-    let child = env
-        .command()
-        .args([
+    // A migration in the background (`--json` on stdout), returned once it has loaded records.
+    let migrating = |json: bool| {
+        let mut args = vec![
             "backend",
             "migrate",
             &source,
@@ -420,17 +418,32 @@ fn a_write_to_the_source_during_a_migration_is_detected_and_nothing_is_kept() {
             "500",
             "--checkpoint-interval",
             "2000",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while run_of(&env, &target).is_none_or(|run| run["collections"][0][1]["records_done"].as_u64() == Some(0)) {
-        assert!(Instant::now() < deadline, "the migration made no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        ];
+        if json {
+            args.push("--json");
+        }
+        let child = env
+            .command()
+            .args(args)
+            .stdout(if json { Stdio::piped() } else { Stdio::null() })
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while env
+            .runs()
+            .iter()
+            .all(|run| run["state"] != "running" || run["collections"][0][1]["records_done"].as_u64() == Some(0))
+        {
+            assert!(Instant::now() < deadline, "the migration made no progress");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    };
+
+    // A write while the migration is stopped (SIGSTOP) mid-load: deterministic, and the same as a
+    // writer that is merely faster.
+    let child = migrating(true);
     let signal = |name: &str| {
         let status = Command::new("kill")
             .args([name, &child.id().to_string()])
@@ -459,31 +472,7 @@ fn a_write_to_the_source_during_a_migration_is_detected_and_nothing_is_kept() {
     );
 
     // A write while a killed migration waits for its resume: the resume refuses and rolls back.
-    let mut child = env
-        .command()
-        .args([
-            "backend",
-            "migrate",
-            &source,
-            &target,
-            "--batch-size",
-            "500",
-            "--checkpoint-interval",
-            "2000",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while env
-        .runs()
-        .iter()
-        .all(|run| run["state"] != "running" || run["collections"][0][1]["records_done"].as_u64() == Some(0))
-    {
-        assert!(Instant::now() < deadline, "the migration made no progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child = migrating(false);
     child.kill().unwrap();
     child.wait().unwrap();
     write_to_source();

@@ -706,10 +706,9 @@ mod tests {
 
     /// Found by the `leann_index` fuzz target: decreasing `cum_nneighbor_per_level` made a slice
     /// whose start was past its end, a panic instead of an error.
-    #[test]
-    fn decreasing_cumulative_neighbour_counts_are_corrupt_not_a_panic() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("x.index");
+    /// A two-dimensional, one-node `IndexHNSWFlat` file without the flag byte or stored vectors,
+    /// with the graph fields given.
+    fn one_node_index(cum: &[i32], levels: i32, slots: usize, max_level: i32) -> Vec<u8> {
         let mut bytes = FOURCC_HNSW_FLAT.to_vec();
         write_header(&mut bytes, 2, 1, FaissMetric::L2).expect("header");
         let vec_u64 = |out: &mut Vec<u8>, values: &[u64]| {
@@ -721,15 +720,23 @@ mod tests {
             values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
         };
         vec_u64(&mut bytes, &[0]); // assign_probas (skipped)
-        vec_i32(&mut bytes, &[0, 4, 2]); // cum_nneighbor_per_level, decreasing
-        vec_i32(&mut bytes, &[2]); // levels: one node on two levels
-        vec_u64(&mut bytes, &[0, 4]); // offsets (no flag byte)
-        vec_i32(&mut bytes, &[-1; 4]); // neighbors
-        for value in [0i32, 1, 40, 16, 1] {
+        vec_i32(&mut bytes, cum); // cum_nneighbor_per_level
+        vec_i32(&mut bytes, &[levels]);
+        vec_u64(&mut bytes, &[0, slots as u64]); // offsets (no flag byte)
+        vec_i32(&mut bytes, &vec![-1; slots]); // neighbors
+        for value in [0i32, max_level, 40, 16, 1] {
             bytes.extend_from_slice(&value.to_le_bytes());
         }
         bytes.extend_from_slice(FOURCC_NULL);
-        std::fs::write(&path, bytes).expect("write");
+        bytes
+    }
+
+    #[test]
+    fn decreasing_cumulative_neighbour_counts_are_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.index");
+        // cum_nneighbor_per_level decreasing; one node on two levels.
+        std::fs::write(&path, one_node_index(&[0, 4, 2], 2, 4, 1)).expect("write");
         let error = read(&path, true).expect_err("corrupt");
         assert!(error.message.contains("node 0's slots overflow its offsets"), "{error}");
     }
@@ -738,31 +745,9 @@ mod tests {
     fn a_max_level_above_every_node_is_corrupt_not_a_long_search() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("x.index");
-        let file = |max_level: i32| {
-            let mut bytes = FOURCC_HNSW_FLAT.to_vec();
-            write_header(&mut bytes, 2, 1, FaissMetric::L2).expect("header");
-            let vec_u64 = |out: &mut Vec<u8>, values: &[u64]| {
-                out.extend_from_slice(&(values.len() as u64).to_le_bytes());
-                values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-            };
-            let vec_i32 = |out: &mut Vec<u8>, values: &[i32]| {
-                out.extend_from_slice(&(values.len() as u64).to_le_bytes());
-                values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-            };
-            vec_u64(&mut bytes, &[0]); // assign_probas (skipped)
-            vec_i32(&mut bytes, &[0, 4, 6]); // cum_nneighbor_per_level
-            vec_i32(&mut bytes, &[2]); // levels: one node on two levels
-            vec_u64(&mut bytes, &[0, 6]); // offsets (no flag byte)
-            vec_i32(&mut bytes, &[-1; 6]); // neighbors
-            for value in [0i32, max_level, 40, 16, 1] {
-                bytes.extend_from_slice(&value.to_le_bytes());
-            }
-            bytes.extend_from_slice(FOURCC_NULL);
-            bytes
-        };
-        std::fs::write(&path, file(1)).expect("write");
+        std::fs::write(&path, one_node_index(&[0, 4, 6], 2, 6, 1)).expect("write");
         read(&path, true).expect("a node on two levels, max_level 1");
-        std::fs::write(&path, file(1_000_000)).expect("write");
+        std::fs::write(&path, one_node_index(&[0, 4, 6], 2, 6, 1_000_000)).expect("write");
         let error = read(&path, true).expect_err("corrupt");
         assert!(
             error
