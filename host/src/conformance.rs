@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::corpus::Corpus;
 use crate::guard::{self, Limits};
-use crate::records::{collect_records, record_digest};
+use crate::records::{collect_records, read_id_stream, record_digest};
 use crate::tree::tree_digest;
 
 const COLLECTION: &str = "conformance";
@@ -106,6 +106,7 @@ pub fn run(plugin: &LoadedPlugin, plugin_name: &str, scratch: &Path, limits: &Li
         suite.extract_deterministic()
     });
     record("resumes extraction from a cursor", write, &|| suite.extract_resume());
+    record("lists the ids alone in the same order", write, &|| suite.extract_ids());
     record("refuses to create an existing collection", write, &|| {
         suite.create_existing()
     });
@@ -300,7 +301,7 @@ impl Suite<'_> {
 
     fn extract_all(&self, start: u64, batch_size: u32) -> Result<Vec<Record>> {
         let store = self.open(Access::ReadOnly)?;
-        collect_records(store.extract(COLLECTION, &ExtractRequest { batch_size, start })?)
+        collect_records(store.extract(COLLECTION, &ExtractRequest::records(batch_size, start))?)
     }
 
     fn extract_exact(&self) -> Result<()> {
@@ -354,6 +355,22 @@ impl Suite<'_> {
                 "extract from {start} is not the tail of the whole extraction"
             );
         }
+        Ok(())
+    }
+
+    fn extract_ids(&self) -> Result<()> {
+        let whole: Vec<String> = self.extract_all(0, 100)?.into_iter().map(|r| r.id).collect();
+        let store = self.open(Access::ReadOnly)?;
+        let mut listed = Vec::new();
+        for ids in read_id_stream(store.extract(COLLECTION, &ExtractRequest::ids(64))?)? {
+            listed.extend(ids?.iter().flatten().map(str::to_owned));
+        }
+        ensure!(
+            listed == whole,
+            "an ids-only extraction listed {} ids, not the {} ids of the whole extraction in its order",
+            listed.len(),
+            whole.len()
+        );
         Ok(())
     }
 
@@ -555,13 +572,7 @@ impl Suite<'_> {
             "describe of a missing collection",
         )?;
         expect_code(
-            store.extract(
-                "no-such-collection",
-                &ExtractRequest {
-                    batch_size: 10,
-                    start: 0,
-                },
-            ),
+            store.extract("no-such-collection", &ExtractRequest::records(10, 0)),
             &[ErrorCode::NotFound],
             "extract of a missing collection",
         )
@@ -570,13 +581,7 @@ impl Suite<'_> {
     fn read_only(&self) -> Result<()> {
         let before = tree_digest(&self.location)?;
         let store = self.open(Access::ReadOnly)?;
-        collect_records(store.extract(
-            COLLECTION,
-            &ExtractRequest {
-                batch_size: 100,
-                start: 0,
-            },
-        )?)?;
+        collect_records(store.extract(COLLECTION, &ExtractRequest::records(100, 0))?)?;
         let records = &test_records()[..2];
         let load = store.load(
             &LoadRequest {

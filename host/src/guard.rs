@@ -636,10 +636,7 @@ mod tests {
     #[test]
     fn a_stream_that_stops_is_an_error_naming_the_store_and_the_call() {
         let store = guarded(200, &[Some(0), None]);
-        let request = ExtractRequest {
-            batch_size: 1,
-            start: 0,
-        };
+        let request = ExtractRequest::records(1, 0);
         let mut reader = store
             .extract("c", &request)
             .expect("stream")

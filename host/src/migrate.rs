@@ -421,10 +421,7 @@ fn load_all(
             done: state.records_done,
             batch_size: run.batch_size,
         });
-        let request = ExtractRequest {
-            batch_size: run.batch_size,
-            start: state.records_done,
-        };
+        let request = ExtractRequest::records(run.batch_size, state.records_done);
         let stream = source
             .backend
             .extract(&name, &request)
@@ -737,10 +734,7 @@ pub fn dry_run(
             backup_bytes += tree_bytes(Path::new(&file));
         }
         let started = Instant::now();
-        let request = ExtractRequest {
-            batch_size: options.batch_size,
-            start: 0,
-        };
+        let request = ExtractRequest::records(options.batch_size, 0);
         let stream = source
             .backend
             .extract(name, &request)
@@ -784,13 +778,7 @@ pub fn dry_run(
         let back = crate::records::collect_records(
             probe_store
                 .backend
-                .extract(
-                    name,
-                    &ExtractRequest {
-                        batch_size: options.batch_size,
-                        start: 0,
-                    },
-                )
+                .extract(name, &ExtractRequest::records(options.batch_size, 0))
                 .in_store(&probe_store, &format!("extract '{name}'"))?,
         )?;
         let back: std::collections::HashMap<&str, &ragged_plugin_api::Record> =

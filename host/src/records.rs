@@ -2,9 +2,9 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::ffi_stream::ArrowArrayStreamReader;
-use arrow_array::{Array, RecordBatch, RecordBatchReader};
-use arrow_schema::ArrowError;
-use ragged_plugin_api::arrow::{batch_to_records, check_schema};
+use arrow_array::{Array, RecordBatch, RecordBatchReader, StringArray};
+use arrow_schema::{ArrowError, DataType};
+use ragged_plugin_api::arrow::{batch_to_records, check_schema, columns};
 use ragged_plugin_api::{BatchStream, Record, canonical_metadata};
 use sha2::{Digest, Sha256};
 
@@ -30,6 +30,39 @@ pub fn read_stream(
 ) -> anyhow::Result<impl Iterator<Item = anyhow::Result<RecordBatch>>> {
     let reader = import_stream(stream, dimension)?;
     Ok(reader.map(|batch| batch.map_err(|error| anyhow::anyhow!(arrow_message(&error)))))
+}
+
+/// Reads the id columns of an `ids_only` extraction: batches of the `id` column alone, or whole
+/// canonical records from a plugin that ignores the flag. A null id is an error.
+pub fn read_id_stream(stream: BatchStream) -> anyhow::Result<impl Iterator<Item = anyhow::Result<StringArray>>> {
+    let reader = stream.into_reader()?;
+    let schema = reader.schema();
+    let ids_only = schema.fields().len() == 1;
+    if ids_only {
+        let field = schema.field(0);
+        if field.name() != columns::ID || field.data_type() != &DataType::Utf8 {
+            anyhow::bail!(
+                "an ids-only batch must hold the column '{}' (Utf8), not '{}' ({})",
+                columns::ID,
+                field.name(),
+                field.data_type()
+            );
+        }
+    } else {
+        check_schema(&schema)?;
+    }
+    Ok(reader.map(|batch| {
+        let batch = batch.map_err(|error| anyhow::anyhow!(arrow_message(&error)))?;
+        let ids = batch
+            .column(0)
+            .as_string_opt::<i32>()
+            .ok_or_else(|| anyhow::anyhow!("the id column is not Utf8"))?
+            .clone();
+        if ids.null_count() > 0 {
+            anyhow::bail!("{} of the batch's {} ids are null", ids.null_count(), ids.len());
+        }
+        Ok(ids)
+    }))
 }
 
 /// Checks a valid batch (see `BatchStream::into_validated_reader`) whose schema passed

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::records::{RecordDigest, collect_records, read_stream, record_digest};
+use crate::records::{RecordDigest, collect_records, read_id_stream, read_stream, record_digest};
 use crate::store::{InStore, Store};
 
 /// How many mismatching ids a report names.
@@ -445,7 +445,11 @@ impl BucketSum {
 
 /// The bucket of an id: the same in every store and every run.
 fn bucket_of(id: &str) -> usize {
-    let digest = Sha256::digest(id.as_bytes());
+    bucket_of_digest(&Sha256::digest(id.as_bytes()).into())
+}
+
+/// The bucket of the id whose SHA-256 is `digest`.
+fn bucket_of_digest(digest: &[u8; 32]) -> usize {
     usize::from(u16::from_le_bytes([digest[0], digest[1]])) % BUCKETS
 }
 
@@ -541,28 +545,34 @@ fn compare_digests(
 /// The id sets of both stores: which ids are missing from the target and which are extra. Like
 /// [`compare_digests`], only the ids of buckets whose sums differ are held in memory.
 fn compare_ids(source: &Store, target: &Store, name: &str, findings: &mut Findings) -> Result<()> {
-    let id_digest = |record: &Record| -> [u8; 32] { Sha256::digest(record.id.as_bytes()).into() };
-    let (differing, _) = differing_buckets(
-        &bucket_sums(source, name, 0, id_digest)?,
-        &bucket_sums(target, name, 0, id_digest)?,
-    );
+    let (differing, _) = differing_buckets(&id_bucket_sums(source, name)?, &id_bucket_sums(target, name)?);
     if !differing.contains(&true) {
         return Ok(());
     }
     let mut ids = HashSet::new();
-    for_each_record(source, name, 0, |record| {
-        if differing[bucket_of(&record.id)] {
-            ids.insert(record.id);
+    for_each_id(source, name, |id| {
+        if differing[bucket_of(id)] {
+            ids.insert(id.to_owned());
         }
     })?;
-    for_each_record(target, name, 0, |record| {
-        if differing[bucket_of(&record.id)] && !ids.remove(&record.id) {
+    for_each_id(target, name, |id| {
+        if differing[bucket_of(id)] && !ids.remove(id) {
             findings.extra += 1;
-            findings.note("extra", &record.id);
+            findings.note("extra", id);
         }
     })?;
     findings.note_missing(ids);
     Ok(())
+}
+
+/// One pass over a store's ids: the summary of every bucket under the ids' own digests.
+fn id_bucket_sums(store: &Store, name: &str) -> Result<Vec<BucketSum>> {
+    let mut sums = vec![BucketSum::default(); BUCKETS];
+    for_each_id(store, name, |id| {
+        let digest: [u8; 32] = Sha256::digest(id.as_bytes()).into();
+        sums[bucket_of_digest(&digest)].add(&digest);
+    })?;
+    Ok(sums)
 }
 
 /// Queries sampled vectors in both stores and compares the top-k ids.
@@ -693,11 +703,21 @@ fn fetch(store: &Store, name: &str, ids: &[String]) -> Result<HashMap<String, Re
 }
 
 /// Visits every record; `dimension` 0 skips the dimension check.
+/// Hands every id of a collection to `visit`, through an `ids_only` extraction.
+fn for_each_id(store: &Store, name: &str, mut visit: impl FnMut(&str)) -> Result<()> {
+    let stream = store
+        .backend
+        .extract(name, &ExtractRequest::ids(8192))
+        .in_store(store, &format!("extract the ids of '{name}'"))?;
+    let batches = read_id_stream(stream).with_context(|| format!("{}: extract the ids of '{name}'", store.spec))?;
+    for ids in batches {
+        ids?.iter().flatten().for_each(&mut visit);
+    }
+    Ok(())
+}
+
 pub(crate) fn for_each_record(store: &Store, name: &str, dimension: u32, mut visit: impl FnMut(Record)) -> Result<()> {
-    let request = ExtractRequest {
-        batch_size: 4096,
-        start: 0,
-    };
+    let request = ExtractRequest::records(4096, 0);
     let stream = store
         .backend
         .extract(name, &request)

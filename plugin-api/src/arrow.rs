@@ -48,6 +48,12 @@ pub fn canonical_schema(dimension: u32) -> SchemaRef {
     ]))
 }
 
+/// The schema of the batches an `ExtractRequest::ids_only` extraction may send: the `id` column
+/// alone.
+pub fn ids_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(columns::ID, DataType::Utf8, false)]))
+}
+
 /// Checks that `schema` is the canonical schema and returns its dimension.
 pub fn check_schema(schema: &Schema) -> Result<u32, PluginError> {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();

@@ -207,6 +207,31 @@ pub struct ExtractRequest {
     pub batch_size: u32,
     /// Skip this many records of the deterministic order: the cursor a resumed extraction passes.
     pub start: u64,
+    /// Only the ids are wanted (verification compares id sets this way): the plugin may send
+    /// batches of the `id` column alone (`arrow::ids_schema`). A plugin that ignores the flag
+    /// sends whole records, which is slower but as correct.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ids_only: bool,
+}
+
+impl ExtractRequest {
+    /// Whole records, `batch_size` at a time, from `start` on.
+    pub fn records(batch_size: u32, start: u64) -> ExtractRequest {
+        ExtractRequest {
+            batch_size,
+            start,
+            ids_only: false,
+        }
+    }
+
+    /// Only ids, `batch_size` at a time.
+    pub fn ids(batch_size: u32) -> ExtractRequest {
+        ExtractRequest {
+            batch_size,
+            start: 0,
+            ids_only: true,
+        }
+    }
 }
 
 /// How `load` treats a collection that exists (or not).

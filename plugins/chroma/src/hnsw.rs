@@ -204,30 +204,40 @@ impl Level0 {
     /// cosine (hnswlib stores unit vectors). Fails when a cosine vector is not unit length, which
     /// means the space was resolved wrongly or the file is damaged.
     pub fn vector(&self, internal: usize) -> Result<Vec<f32>, PluginError> {
+        let mut vector = Vec::with_capacity(self.dimension);
+        self.append_vector(internal, &mut vector)?;
+        Ok(vector)
+    }
+
+    /// [`vector`](Self::vector), appended to `out`: a batch's vectors go straight into the
+    /// buffer of its embedding column.
+    pub fn append_vector(&self, internal: usize, out: &mut Vec<f32>) -> Result<(), PluginError> {
         if internal >= self.len() {
             return Err(corrupt(&self.path, format!("element {internal} is out of range")));
         }
-        let mut bytes = vec![0u8; 4 * self.dimension];
+        let start = out.len();
+        out.resize(start + self.dimension, 0.0);
+        let vector = &mut out[start..];
         let at = internal as u64 * self.header.size_data_per_element + self.header.offset_data;
-        self.read_at(&mut bytes, at)?;
-        let mut vector: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        self.read_at(bytemuck::cast_slice_mut(vector), at)?;
+        for x in vector.iter_mut() {
+            *x = f32::from_le_bytes(x.to_ne_bytes());
+        }
         if let Some(lengths) = &self.lengths {
             let norm: f64 = vector.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
             if norm != 0.0 && (norm - 1.0).abs() > 1e-3 {
+                out.truncate(start);
                 return Err(corrupt(
                     &self.path,
                     format!("element {internal} of a cosine index is not a unit vector (norm {norm})"),
                 ));
             }
             let length = lengths.get(internal).copied().unwrap_or(0.0);
-            for x in &mut vector {
+            for x in vector.iter_mut() {
                 *x *= length;
             }
         }
-        Ok(vector)
+        Ok(())
     }
 }
 

@@ -24,9 +24,13 @@ pub mod value;
 pub mod wal;
 pub mod write;
 
-use std::collections::BinaryHeap;
-use std::path::PathBuf;
+use std::collections::{BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
+use ragged_plugin_api::arrow::arrow_array::cast::AsArray;
+use ragged_plugin_api::arrow::arrow_array::types::Float32Type;
 use ragged_plugin_api::arrow::batch_to_records;
 use ragged_plugin_api::sampling::choose_positions;
 use ragged_plugin_api::{
@@ -43,6 +47,42 @@ use crate::read::{Batches, Plan};
 pub struct ChromaStore {
     root: PathBuf,
     access: Access,
+    /// Plans by collection id, reused while the files they were read from are unchanged: a
+    /// migration describes, counts, extracts and samples the same collection, and each plan
+    /// reads every id, label and log row of it (a third of a chroma -> lance migration's time
+    /// when each call built its own).
+    plans: Mutex<HashMap<String, CachedPlan>>,
+}
+
+struct CachedPlan {
+    stamp: FilesStamp,
+    plan: Arc<Plan>,
+}
+
+/// Length and modification time of each file a plan is read from (`None` when absent). Writes
+/// through this store also drop its plans, for filesystems whose timestamps are coarse.
+type FilesStamp = Vec<Option<(u64, SystemTime)>>;
+
+fn files_stamp(root: &Path, collection: &Collection) -> FilesStamp {
+    let db = sqlite::db_path(root);
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    let segment = collection.segment_dir(root);
+    let files = [
+        db,
+        PathBuf::from(wal),
+        segment.join(pickle::FILE),
+        segment.join("header.bin"),
+        segment.join("data_level0.bin"),
+        segment.join("length.bin"),
+    ];
+    files
+        .iter()
+        .map(|path| {
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.len(), meta.modified().ok()?))
+        })
+        .collect()
 }
 
 impl ChromaStore {
@@ -78,11 +118,31 @@ impl ChromaStore {
         Ok(())
     }
 
-    fn plan(&self, name: &str) -> Result<(Connection, Plan), PluginError> {
+    /// A connection and the collection's plan, built or reused.
+    fn plan(&self, name: &str) -> Result<(Connection, Arc<Plan>), PluginError> {
         let conn = self.connect()?;
         let collection = self.collection(&conn, name)?;
-        let plan = Plan::build(&conn, &self.root, &collection)?;
+        let stamp = files_stamp(&self.root, &collection);
+        let mut plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cached) = plans.get(&collection.id)
+            && cached.stamp == stamp
+        {
+            return Ok((conn, cached.plan.clone()));
+        }
+        let plan = Arc::new(Plan::build(&conn, &self.root, &collection)?);
+        plans.insert(
+            collection.id,
+            CachedPlan {
+                stamp,
+                plan: plan.clone(),
+            },
+        );
         Ok((conn, plan))
+    }
+
+    /// Forgets every plan: called by each write.
+    fn forget_plans(&self) {
+        self.plans.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 }
 
@@ -175,17 +235,17 @@ impl Backend for ChromaStore {
 
     fn extract(&self, collection: &str, request: &ExtractRequest) -> Result<BatchStream, PluginError> {
         let (conn, plan) = self.plan(collection)?;
-        Ok(BatchStream::from_reader(Batches::new(
-            conn,
-            plan,
-            request.start,
-            request.batch_size,
-            None,
-        )))
+        let batches = Batches::new(conn, plan, request.start, request.batch_size, None);
+        Ok(BatchStream::from_reader(if request.ids_only {
+            batches.ids_only()
+        } else {
+            batches
+        }))
     }
 
     fn load(&self, request: &LoadRequest, batches: BatchStream) -> Result<LoadSummary, PluginError> {
         self.writable()?;
+        self.forget_plans();
         let reader = batches
             .into_reader()
             .map_err(|e| PluginError::invalid_input(format!("cannot read the incoming batches: {e}")))?;
@@ -254,9 +314,16 @@ impl Backend for ChromaStore {
         while start < total && k > 0 {
             let end = (start + 1000).min(total);
             let positions: Vec<usize> = (start..end).collect();
-            for (offset, record) in plan.records(&conn, &positions)?.into_iter().enumerate() {
-                let distance = metric.distance(vector, &record.embedding);
-                heap.push(Candidate(distance, start + offset, record.id));
+            let batch = plan.batch(&conn, &positions)?;
+            let ids = batch.column(0).as_string::<i32>();
+            let embeddings = batch
+                .column(3)
+                .as_fixed_size_list()
+                .values()
+                .as_primitive::<Float32Type>();
+            for (row, embedding) in embeddings.values().chunks_exact(dimension).enumerate() {
+                let distance = metric.distance(vector, embedding);
+                heap.push(Candidate(distance, start + row, ids.value(row).to_owned()));
                 if heap.len() > k as usize {
                     heap.pop();
                 }
@@ -290,11 +357,13 @@ impl Backend for ChromaStore {
 
     fn drop_collection(&self, collection: &str) -> Result<(), PluginError> {
         self.writable()?;
+        self.forget_plans();
         write::drop_collection(&self.root, collection)
     }
 
     fn delete(&self, collection: &str, ids: &[String]) -> Result<u64, PluginError> {
         self.writable()?;
+        self.forget_plans();
         write::delete(&self.root, collection, ids)
     }
 }
@@ -331,6 +400,7 @@ impl Plugin for ChromaStore {
         Ok(ChromaStore {
             root,
             access: request.access,
+            plans: Mutex::default(),
         })
     }
 }

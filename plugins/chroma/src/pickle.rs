@@ -1,14 +1,15 @@
 //! `index_metadata.pickle`: the map from chroma's record ids to hnswlib labels.
 //!
 //! Chroma 1.x writes it with the `serde-pickle` crate (protocol 3, a plain dict), so the same
-//! crate reads it. Python-era pickles (a `PersistentData` object) are refused as an unknown
-//! encoding; such stores are too old for this plugin anyway.
+//! crate reads it. Python-era pickles (a `PersistentData` object) are refused as not chroma's
+//! id map; such stores are too old for this plugin anyway.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use ragged_plugin_api::PluginError;
-use serde_pickle::{DeOptions, HashableValue, Value};
+use serde::Deserialize;
+use serde_pickle::DeOptions;
 
 /// The file name inside a vector segment directory.
 pub const FILE: &str = "index_metadata.pickle";
@@ -19,34 +20,26 @@ pub fn read_id_to_label(path: &Path) -> Result<HashMap<String, u64>, PluginError
     parse_id_to_label(&bytes, path)
 }
 
+/// The part of chroma's pickle ragged reads. Deserialising into it directly skips
+/// serde-pickle's generic `Value` tree (a `BTreeMap` ordered by whole keys), which cost a sixth
+/// of a chroma -> lance migration.
+#[derive(Deserialize)]
+struct PersistentData {
+    id_to_label: HashMap<String, i64>,
+}
+
 fn parse_id_to_label(bytes: &[u8], path: &Path) -> Result<HashMap<String, u64>, PluginError> {
     let corrupt = |problem: String| PluginError::corrupt(format!("{}: {problem}", path.display()));
-    let value = serde_pickle::value_from_slice(bytes, DeOptions::new())
-        .map_err(|e| corrupt(format!("unreadable pickle ({e})")))?;
-    let Value::Dict(dict) = value else {
-        return Err(corrupt("unknown encoding: expected a dict".to_owned()));
-    };
-    let Some(map) = dict.get(&HashableValue::String("id_to_label".to_owned())) else {
-        return Err(corrupt("no 'id_to_label' entry".to_owned()));
-    };
-    let Value::Dict(map) = map else {
-        return Err(corrupt("'id_to_label' is not a dict".to_owned()));
-    };
-    let mut out = HashMap::with_capacity(map.len());
-    for (key, label) in map {
-        let HashableValue::String(id) = key else {
-            return Err(corrupt(format!("id {key:?} is not a string")));
-        };
-        let label = match label {
-            Value::I64(n) if *n > 0 => *n as u64,
-            Value::Int(n) => u64::try_from(n.clone()).map_err(|_| corrupt(format!("label of '{id}' out of range")))?,
-            other => {
-                return Err(corrupt(format!(
-                    "label of '{id}' is {other:?}, expected a positive int"
-                )));
-            }
-        };
-        out.insert(id.clone(), label);
+    // serde's messages name what is wrong: "missing field `id_to_label`", "invalid type: ...".
+    let data: PersistentData = serde_pickle::from_slice(bytes, DeOptions::new())
+        .map_err(|e| corrupt(format!("unreadable pickle or not chroma's id map ({e})")))?;
+    let mut out = HashMap::with_capacity(data.id_to_label.len());
+    for (id, label) in data.id_to_label {
+        let label = u64::try_from(label)
+            .ok()
+            .filter(|&l| l > 0)
+            .ok_or_else(|| corrupt(format!("label of '{id}' is {label}, expected a positive int")))?;
+        out.insert(id, label);
     }
     Ok(out)
 }
@@ -54,6 +47,8 @@ fn parse_id_to_label(bytes: &[u8], path: &Path) -> Result<HashMap<String, u64>, 
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::BTreeMap;
+
+    use serde_pickle::{HashableValue, Value};
 
     use super::*;
 
@@ -96,6 +91,12 @@ pub(crate) mod tests {
         );
         let list = serde_pickle::value_to_vec(&Value::List(vec![]), serde_pickle::SerOptions::new()).expect("pickles");
         let error = parse_id_to_label(&list, Path::new("p")).expect_err("list");
-        assert!(error.message.contains("expected a dict"), "{error}");
+        assert!(error.message.contains("not chroma's id map"), "{error}");
+        let no_map = serde_pickle::value_to_vec(&Value::Dict(BTreeMap::new()), serde_pickle::SerOptions::new())
+            .expect("pickles");
+        let error = parse_id_to_label(&no_map, Path::new("p")).expect_err("no id_to_label");
+        assert!(error.message.contains("id_to_label"), "{error}");
+        let error = parse_id_to_label(&chroma_pickle(&[("a", 0)]), Path::new("p")).expect_err("label 0");
+        assert!(error.message.contains("label of 'a' is 0"), "{error}");
     }
 }

@@ -10,11 +10,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
-use ragged_plugin_api::arrow::arrow_array::RecordBatch;
-use ragged_plugin_api::arrow::arrow_schema::{ArrowError, SchemaRef};
-use ragged_plugin_api::arrow::{canonical_schema, records_to_batch};
-use ragged_plugin_api::{DistanceMetric, PluginError, Record};
+use ragged_plugin_api::arrow::arrow_array::builder::StringBuilder;
+use ragged_plugin_api::arrow::arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
+use ragged_plugin_api::arrow::arrow_schema::{ArrowError, DataType, SchemaRef};
+use ragged_plugin_api::arrow::{canonical_schema, ids_schema};
+use ragged_plugin_api::{DistanceMetric, ErrorCode, PluginError};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::hnsw::Level0;
@@ -55,10 +57,18 @@ pub struct Plan {
     has_array_table: bool,
     /// Log rows read while planning (for diagnostics and the storage report).
     pub log_rows: u64,
+    /// Plan positions sorted by id, built by the first fetch (a plan is shared by the calls of
+    /// one store, so a verification's fetches share it).
+    by_id: OnceLock<Vec<usize>>,
 }
 
 fn corrupt_at(db: &Path, what: impl std::fmt::Display) -> PluginError {
     PluginError::corrupt(format!("{}: {what}", db.display()))
+}
+
+/// A batch arrow refused to build: a bug here, not a problem of the store.
+fn internal(what: String) -> PluginError {
+    PluginError::new(ErrorCode::Internal, what)
 }
 
 /// One parsed log row.
@@ -277,6 +287,7 @@ impl Plan {
             db,
             has_array_table,
             log_rows,
+            by_id: OnceLock::new(),
         })
     }
 
@@ -297,13 +308,17 @@ impl Plan {
 
     /// Positions of these ids in the plan (ids not found are left out).
     pub fn positions(&self, ids: &[String]) -> Vec<usize> {
-        let index: HashMap<&str, usize> = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.id.as_str(), i))
-            .collect();
-        ids.iter().filter_map(|id| index.get(id.as_str()).copied()).collect()
+        let by_id = self.by_id.get_or_init(|| {
+            let mut order: Vec<usize> = (0..self.entries.len()).collect();
+            order.sort_unstable_by(|&a, &b| self.entries[a].id.cmp(&self.entries[b].id));
+            order
+        });
+        ids.iter()
+            .filter_map(|id| {
+                let found = by_id.binary_search_by(|&p| self.entries[p].id.as_str().cmp(id));
+                found.ok().map(|i| by_id[i])
+            })
+            .collect()
     }
 
     /// The dimension of the batches (0 for a collection that never received a record).
@@ -311,31 +326,29 @@ impl Plan {
         self.collection.dimension.unwrap_or(0)
     }
 
-    /// The records at these plan positions, in the order given.
-    pub fn records(&self, conn: &Connection, positions: &[usize]) -> Result<Vec<Record>, PluginError> {
+    /// The records at these plan positions as one canonical batch, in the order given. Columns
+    /// are built directly (no `Record` in between): vectors are read into the embedding
+    /// column's buffer.
+    pub fn batch(&self, conn: &Connection, positions: &[usize]) -> Result<RecordBatch, PluginError> {
         let err = |e| classify(&self.db, e);
         let dimension = self.dimension() as usize;
         let cosine = self.collection.space == DistanceMetric::Cosine;
-        let bases: Vec<i64> = positions
-            .iter()
-            .filter_map(|&p| self.entries.get(p))
-            .filter(|e| e.has_base)
-            .map(|e| e.offset_id)
-            .collect();
+        let entries: Vec<&Entry> = positions.iter().filter_map(|&p| self.entries.get(p)).collect();
+        let bases: Vec<i64> = entries.iter().filter(|e| e.has_base).map(|e| e.offset_id).collect();
         // An extract's batch is a run of neighbouring rows: one range query for all of them costs
         // what one query per record costs for a few (scattered samples keep those).
-        let ascending = positions.windows(2).all(|w| w[0] < w[1]);
+        let ascending = bases.windows(2).all(|w| w[0] < w[1]);
         let mut batch_bases = match (bases.first(), bases.last()) {
             (Some(&first), Some(&last)) if ascending && last - first < 2 * bases.len() as i64 => {
                 Some(self.base_metadata(conn, first, last)?)
             }
             _ => None,
         };
-        let mut out = Vec::with_capacity(positions.len());
-        for &position in positions {
-            let Some(entry) = self.entries.get(position) else {
-                continue;
-            };
+        let mut ids = StringBuilder::with_capacity(entries.len(), entries.len() * 16);
+        let mut documents = StringBuilder::new();
+        let mut metadata_json = StringBuilder::new();
+        let mut vectors: Vec<f32> = Vec::with_capacity(entries.len() * dimension);
+        for entry in entries {
             let mut metadata = match (&mut batch_bases, entry.has_base) {
                 (_, false) => Metadata::new(),
                 (Some(bases), true) => bases.remove(&entry.offset_id).unwrap_or_default(),
@@ -355,13 +368,17 @@ impl Plan {
                     apply_update(&mut metadata, &update);
                 }
             }
-            let document = match metadata.remove(DOCUMENT_KEY) {
-                Some(MetaValue::Str(s)) => Some(s),
-                _ => None,
-            };
-            let embedding = match entry.vector {
+            match metadata.remove(DOCUMENT_KEY) {
+                Some(MetaValue::Str(document)) => documents.append_value(document),
+                _ => documents.append_null(),
+            }
+            let json =
+                metadata_to_json(&metadata).map_err(|e| corrupt_at(&self.db, format!("record '{}': {e}", entry.id)))?;
+            metadata_json.append_option(json);
+            ids.append_value(&entry.id);
+            match entry.vector {
                 Some(VectorSource::Hnsw(internal)) => match &self.level0 {
-                    Some(level0) => level0.vector(internal as usize)?,
+                    Some(level0) => level0.append_vector(internal as usize, &mut vectors)?,
                     None => return Err(corrupt_at(&self.db, "hnsw element without hnsw files")),
                 },
                 Some(VectorSource::Log(seq)) => {
@@ -374,20 +391,31 @@ impl Plan {
                     if cosine {
                         cosine_round_trip(&mut vector);
                     }
-                    vector
+                    vectors.extend_from_slice(&vector);
                 }
-                None => Vec::new(),
-            };
-            let metadata =
-                metadata_to_json(&metadata).map_err(|e| corrupt_at(&self.db, format!("record '{}': {e}", entry.id)))?;
-            out.push(Record {
-                id: entry.id.clone(),
-                document,
-                metadata,
-                embedding,
-            });
+                // Only a collection without a dimension has records without vectors, and the
+                // plan refuses those.
+                None => return Err(corrupt_at(&self.db, format!("record '{}' has no vector", entry.id))),
+            }
         }
-        Ok(out)
+        let schema = canonical_schema(self.dimension());
+        let item = match schema.field(3).data_type() {
+            DataType::FixedSizeList(item, _) => item.clone(),
+            other => unreachable!("the canonical embedding column is a fixed-size list, not {other}"),
+        };
+        let embeddings = FixedSizeListArray::try_new(
+            item,
+            self.dimension() as i32,
+            Arc::new(Float32Array::from(vectors)),
+            None,
+        );
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(ids.finish()),
+            Arc::new(documents.finish()),
+            Arc::new(metadata_json.finish()),
+            Arc::new(embeddings.map_err(|e| internal(format!("an embedding column: {e}")))?),
+        ];
+        RecordBatch::try_new(schema, columns).map_err(|e| internal(format!("a batch: {e}")))
     }
 
     /// The metadata rows (documents included) of the metadata segment's rows `first..=last`,
@@ -503,16 +531,25 @@ fn check_log_row(row: &rusqlite::Row<'_>, dimension: usize) -> Result<LogRow, St
 /// Streams a plan as canonical batches. Owns its read-only connection.
 pub struct Batches {
     conn: Connection,
-    plan: Plan,
+    plan: Arc<Plan>,
     position: usize,
     batch_size: usize,
     schema: SchemaRef,
     /// Plan positions to emit instead of the whole plan (fetch and sample).
     selection: Option<Vec<usize>>,
+    /// Emit the `id` column alone (`ExtractRequest::ids_only`): the plan has every id, so no
+    /// row, vector or log entry is read.
+    ids_only: bool,
 }
 
 impl Batches {
-    pub fn new(conn: Connection, plan: Plan, start: u64, batch_size: u32, selection: Option<Vec<usize>>) -> Batches {
+    pub fn new(
+        conn: Connection,
+        plan: Arc<Plan>,
+        start: u64,
+        batch_size: u32,
+        selection: Option<Vec<usize>>,
+    ) -> Batches {
         let schema = canonical_schema(plan.dimension());
         Batches {
             conn,
@@ -521,6 +558,16 @@ impl Batches {
             batch_size: batch_size.max(1) as usize,
             schema,
             selection,
+            ids_only: false,
+        }
+    }
+
+    /// Makes the batches carry ids only.
+    pub fn ids_only(self) -> Batches {
+        Batches {
+            schema: ids_schema(),
+            ids_only: true,
+            ..self
         }
     }
 
@@ -535,8 +582,13 @@ impl Batches {
             None => (self.position..end).collect(),
         };
         self.position = end;
-        let records = self.plan.records(&self.conn, &positions)?;
-        records_to_batch(&records, self.plan.dimension()).map(Some)
+        if self.ids_only {
+            let ids = StringArray::from_iter_values(positions.iter().map(|&p| self.plan.entries[p].id.as_str()));
+            return RecordBatch::try_new(self.schema.clone(), vec![Arc::new(ids)])
+                .map(Some)
+                .map_err(|e| internal(format!("an id batch: {e}")));
+        }
+        self.plan.batch(&self.conn, &positions).map(Some)
     }
 }
 

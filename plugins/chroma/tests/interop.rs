@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ragged_plugin_api::arrow::arrow_array::cast::AsArray;
 use ragged_plugin_api::arrow::{batch_to_records, canonical_schema, records_to_batch};
 use ragged_plugin_api::testing::open_through_ffi;
 use ragged_plugin_api::{
@@ -65,7 +66,7 @@ fn sorted_metadata(records: Vec<Record>) -> Vec<Record> {
 
 fn extract(store: &dyn Backend, name: &str, batch_size: u32) -> Result<Vec<Record>, String> {
     let stream = store
-        .extract(name, &ExtractRequest { batch_size, start: 0 })
+        .extract(name, &ExtractRequest::records(batch_size, 0))
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for batch in stream.into_reader().map_err(|e| e.to_string())? {
@@ -294,13 +295,7 @@ fn extraction_equals_chromadb_get_exactly() {
     // Resuming from a cursor gives the same tail.
     let all = extract(store.as_ref(), "big_cosine", 500).expect("extracts");
     let stream = store
-        .extract(
-            "big_cosine",
-            &ExtractRequest {
-                batch_size: 300,
-                start: 2000,
-            },
-        )
+        .extract("big_cosine", &ExtractRequest::records(300, 2000))
         .expect("extracts");
     let mut tail = Vec::new();
     for batch in stream.into_reader().expect("reader") {
@@ -688,13 +683,7 @@ fn expect_refusal(root: &Path, fragment: &str, action: impl Fn(&dyn Backend) -> 
 fn describe_all(store: &dyn Backend) -> Result<(), PluginError> {
     for name in store.list_collections()? {
         store.describe(&name)?;
-        let stream = store.extract(
-            &name,
-            &ExtractRequest {
-                batch_size: 1000,
-                start: 0,
-            },
-        )?;
+        let stream = store.extract(&name, &ExtractRequest::records(1000, 0))?;
         for batch in stream.into_reader().map_err(|e| PluginError::corrupt(e.to_string()))? {
             batch.map_err(|e| PluginError::corrupt(e.to_string()))?;
         }
@@ -984,6 +973,47 @@ fn ragged_store(root: &Path, plans: &[(&str, usize, usize, DistanceMetric)]) -> 
         written.insert((*name).to_owned(), records);
     }
     written
+}
+
+#[test]
+fn a_store_rereads_a_collection_another_writer_changed() {
+    // Pure Rust: no chromadb needed. Each store keeps the plan of a collection it read; a write
+    // through another store (here another instance, as another process would) must show.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("store");
+    let written = ragged_store(&root, &[("docs", 40, 4, DistanceMetric::L2)]);
+    let reader = open(&root, Access::ReadOnly).expect("opens");
+    assert_eq!(reader.describe("docs").expect("describes").count, 40);
+    let more = make_records("more", 15, 4, 5);
+    open(&root, Access::ReadWrite)
+        .expect("opens")
+        .load(
+            &load_request("docs", 4, DistanceMetric::L2, LoadMode::Append),
+            stream_of(&more, 4),
+        )
+        .expect("appends");
+    assert_eq!(reader.describe("docs").expect("describes").count, 55);
+    let mut listed = Vec::new();
+    for batch in reader
+        .extract("docs", &ExtractRequest::ids(16))
+        .expect("extracts ids")
+        .into_reader()
+        .expect("reader")
+    {
+        let batch = batch.expect("batch");
+        assert_eq!(batch.num_columns(), 1, "an ids-only batch holds the id column alone");
+        let ids = batch.column(0).as_string::<i32>();
+        listed.extend(ids.iter().flatten().map(str::to_owned));
+    }
+    let expected: Vec<String> = written["docs"].iter().chain(&more).map(|r| r.id.clone()).collect();
+    assert_eq!(
+        listed, expected,
+        "ids in chroma's order: the first load's, then the append's"
+    );
+    assert_eq!(
+        sorted_metadata(fetched(reader.as_ref(), "docs", &ids(&["more-3", "docs-7"]))),
+        sorted_metadata(vec![more[3].clone(), written["docs"][7].clone()])
+    );
 }
 
 #[test]

@@ -164,7 +164,7 @@ impl Backend for LanceStore {
     }
 
     fn extract(&self, collection: &str, request: &ExtractRequest) -> Result<BatchStream, PluginError> {
-        self.source(collection)?.extract(request.start, request.batch_size)
+        self.source(collection)?.extract(request)
     }
 
     fn load(&self, request: &LoadRequest, batches: BatchStream) -> Result<LoadSummary, PluginError> {

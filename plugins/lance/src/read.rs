@@ -12,9 +12,9 @@ use futures::TryStreamExt;
 use lancedb::DistanceType;
 use lancedb::Table;
 use lancedb::query::{ExecutableQuery, QueryBase, QueryExecutionOptions, Select};
-use ragged_plugin_api::arrow::canonical_schema;
+use ragged_plugin_api::arrow::{canonical_schema, ids_schema};
 use ragged_plugin_api::sampling::choose_positions;
-use ragged_plugin_api::{BatchStream, DistanceMetric, ErrorCode, Hit, PluginError};
+use ragged_plugin_api::{BatchStream, DistanceMetric, ErrorCode, ExtractRequest, Hit, PluginError};
 
 use crate::metadata;
 use crate::runtime::{BlockingReader, block_on, lance_error};
@@ -22,6 +22,9 @@ use crate::schema::{Layout, vector_item};
 
 /// Ids per `IN (...)` filter, so that a filter stays a reasonable size however many are asked.
 const IDS_PER_FILTER: usize = 512;
+
+/// Turns the batches of a scan into the batches a stream sends.
+type Converter = Box<dyn FnMut(RecordBatch) -> Result<RecordBatch, PluginError> + Send>;
 
 /// An open table with its column layout.
 pub(crate) struct Source {
@@ -41,27 +44,43 @@ impl Source {
     }
 
     /// Converts one batch of table rows to the canonical schema.
-    fn converter(&self) -> impl FnMut(RecordBatch) -> Result<RecordBatch, PluginError> + Send + 'static {
+    fn converter(&self) -> Converter {
         let layout = self.layout.clone();
         let name = self.name.clone();
-        move |batch| to_canonical(&name, &layout, &batch)
+        Box::new(move |batch| to_canonical(&name, &layout, &batch))
+    }
+
+    /// Converts one batch of the id column to the ids schema.
+    fn id_converter(&self) -> Converter {
+        let layout = self.layout.clone();
+        let name = self.name.clone();
+        Box::new(move |batch| {
+            let ids = id_strings(&name, &layout, &batch)?;
+            RecordBatch::try_new(ids_schema(), vec![Arc::new(ids)])
+                .map_err(|e| PluginError::new(ErrorCode::Internal, format!("table '{name}': an id batch: {e}")))
+        })
     }
 
     /// Every record from offset `start`, in batches of at most `batch_size`.
-    pub(crate) fn extract(&self, start: u64, batch_size: u32) -> Result<BatchStream, PluginError> {
+    pub(crate) fn extract(&self, request: &ExtractRequest) -> Result<BatchStream, PluginError> {
         let mut options = QueryExecutionOptions::default();
-        options.max_batch_length = batch_size.max(1);
-        let mut query = self.table.query().select(self.select());
-        if start > 0 {
-            query = query.offset(usize::try_from(start).unwrap_or(usize::MAX));
+        options.max_batch_length = request.batch_size.max(1);
+        // Only ids asked for: only the id column is read.
+        let (select, schema, convert) = if request.ids_only {
+            (
+                Select::columns(&[self.layout.id.as_str()]),
+                ids_schema(),
+                self.id_converter(),
+            )
+        } else {
+            (self.select(), canonical_schema(self.layout.dimension), self.converter())
+        };
+        let mut query = self.table.query().select(select);
+        if request.start > 0 {
+            query = query.offset(usize::try_from(request.start).unwrap_or(usize::MAX));
         }
         let stream = block_on(query.execute_with_options(options))?.map_err(|e| lance_error(&self.context(), e))?;
-        let schema = canonical_schema(self.layout.dimension);
-        Ok(BatchStream::from_reader(BlockingReader::new(
-            schema,
-            stream,
-            self.converter(),
-        )))
+        Ok(BatchStream::from_reader(BlockingReader::new(schema, stream, convert)))
     }
 
     /// `n` records chosen with `seed`, in id order.

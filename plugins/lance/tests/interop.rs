@@ -48,7 +48,7 @@ fn open_with(path: &Path, access: Access, options: &[(&str, &str)]) -> Result<Bo
 }
 
 fn extract(store: &dyn Backend, name: &str, batch_size: u32) -> Result<Vec<Record>, PluginError> {
-    let stream = store.extract(name, &ExtractRequest { batch_size, start: 0 })?;
+    let stream = store.extract(name, &ExtractRequest::records(batch_size, 0))?;
     let mut out = Vec::new();
     for batch in stream.into_reader().expect("reader") {
         let batch = batch.expect("batch");

@@ -61,7 +61,7 @@ fn stream(records: &[Record], dimension: u32) -> BatchStream {
 
 fn extract_all(store: &dyn Backend, name: &str, start: u64) -> Vec<Record> {
     let stream = store
-        .extract(name, &ExtractRequest { batch_size: 50, start })
+        .extract(name, &ExtractRequest::records(50, start))
         .expect("extracts");
     stream
         .into_reader()

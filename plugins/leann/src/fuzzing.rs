@@ -86,13 +86,7 @@ pub fn index(root: &Path, name: &str) -> Result<(), PluginError> {
         return Ok(());
     }
     let index = Arc::new(index);
-    let stream = read::extract(
-        index.clone(),
-        &ExtractRequest {
-            batch_size: 4,
-            start: 0,
-        },
-    )?;
+    let stream = read::extract(index.clone(), &ExtractRequest::records(4, 0))?;
     for batch in stream.into_reader().map_err(|e| PluginError::corrupt(e.to_string()))? {
         batch.map_err(|e| PluginError::corrupt(e.to_string()))?;
     }

@@ -94,17 +94,7 @@ fn collect(stream: BatchStream) -> Vec<Record> {
 }
 
 fn extract(store: &dyn Backend, name: &str) -> Vec<Record> {
-    collect(
-        store
-            .extract(
-                name,
-                &ExtractRequest {
-                    batch_size: 33,
-                    start: 0,
-                },
-            )
-            .expect("extracts"),
-    )
+    collect(store.extract(name, &ExtractRequest::records(33, 0)).expect("extracts"))
 }
 
 /// A record's fields with canonical metadata and the embedding's bits.
@@ -440,17 +430,7 @@ fn sample_fetch_storage_and_drop() {
     assert_eq!(report.records, 100);
     assert!(report.vectors_bytes >= 100 * 4 * 4);
     assert!(report.vectors_bytes + report.documents_bytes + report.index_bytes <= report.total_bytes);
-    let tail = collect(
-        store
-            .extract(
-                "c",
-                &ExtractRequest {
-                    batch_size: 7,
-                    start: 95,
-                },
-            )
-            .expect("extracts"),
-    );
+    let tail = collect(store.extract("c", &ExtractRequest::records(7, 95)).expect("extracts"));
     assert_eq!(bits(&tail), bits(&input[95..]));
     store.drop_collection("c").expect("drops");
     assert!(store.list_collections().expect("lists").is_empty());
@@ -1075,15 +1055,7 @@ fn a_missing_model_is_named_with_how_to_provide_it() {
     assert_eq!(reader.count("c").expect("count"), 5);
     assert_eq!(reader.storage("c").expect("storage").vectors_bytes, 0);
     let failures = [
-        reader
-            .extract(
-                "c",
-                &ExtractRequest {
-                    batch_size: 10,
-                    start: 0,
-                },
-            )
-            .err(),
+        reader.extract("c", &ExtractRequest::records(10, 0)).err(),
         reader.sample("c", 2, 1).err(),
         reader.fetch("c", &[input[0].id.clone()]).err(),
         reader.query("c", &input[0].embedding, 1).err(),

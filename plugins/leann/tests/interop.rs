@@ -182,13 +182,7 @@ fn try_load(
 }
 
 fn extract(store: &dyn Backend, name: &str) -> Result<Vec<Record>, ragged_plugin_api::PluginError> {
-    let stream = store.extract(
-        name,
-        &ExtractRequest {
-            batch_size: 64,
-            start: 0,
-        },
-    )?;
+    let stream = store.extract(name, &ExtractRequest::records(64, 0))?;
     let mut out = Vec::new();
     for batch in stream.into_reader().expect("reader") {
         out.extend(batch_to_records(&batch.expect("batch")).expect("records"));

@@ -87,10 +87,7 @@ pub(crate) fn extract(snapshot: Snapshot, request: &ExtractRequest) -> Result<Ba
 pub(crate) fn sample(snapshot: Snapshot, n: u64, seed: u64) -> Result<BatchStream, PluginError> {
     let count = snapshot.manifest.count();
     if n >= count {
-        let request = ExtractRequest {
-            batch_size: STREAM_BATCH_ROWS as u32,
-            start: 0,
-        };
+        let request = ExtractRequest::records(STREAM_BATCH_ROWS as u32, 0);
         return extract(snapshot, &request);
     }
     snapshot.check_parts()?;
@@ -336,7 +333,7 @@ mod tests {
 
     fn extract_ids(store: &crate::ParquetStore, start: u64, batch_size: u32) -> (Vec<String>, Vec<usize>) {
         let stream = store
-            .extract("docs", &ExtractRequest { batch_size, start })
+            .extract("docs", &ExtractRequest::records(batch_size, start))
             .expect("extracts");
         let mut ids = Vec::new();
         let mut sizes = Vec::new();
@@ -366,13 +363,7 @@ mod tests {
     fn a_zero_batch_size_is_refused() {
         let (_root, store) = three_parts();
         let error = store
-            .extract(
-                "docs",
-                &ExtractRequest {
-                    batch_size: 0,
-                    start: 0,
-                },
-            )
+            .extract("docs", &ExtractRequest::records(0, 0))
             .err()
             .expect("refused");
         assert_eq!(error.code, ErrorCode::InvalidInput);
@@ -442,13 +433,7 @@ mod tests {
         }
         fs::write(&path, &bytes).expect("writes");
         let stream = store
-            .extract(
-                "docs",
-                &ExtractRequest {
-                    batch_size: 100,
-                    start: 0,
-                },
-            )
+            .extract("docs", &ExtractRequest::records(100, 0))
             .expect("the footer is intact");
         let mut reader = stream.into_reader().expect("a stream");
         assert_eq!(reader.next().expect("part 1").expect("readable").num_rows(), 5);

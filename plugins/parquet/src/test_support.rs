@@ -89,13 +89,7 @@ pub(crate) fn drain(stream: BatchStream) -> Vec<Record> {
 /// `(id, version)` of every record of `docs`, in extract order.
 pub(crate) fn contents(store: &ParquetStore) -> Vec<(String, u32)> {
     let stream = store
-        .extract(
-            "docs",
-            &ExtractRequest {
-                batch_size: 100,
-                start: 0,
-            },
-        )
+        .extract("docs", &ExtractRequest::records(100, 0))
         .expect("extracts");
     drain(stream)
         .into_iter()

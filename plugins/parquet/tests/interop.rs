@@ -189,13 +189,7 @@ fn ragged_reads_what_pyarrow_wrote_exactly() {
         (DIMENSION as u32, DistanceMetric::Cosine, 300)
     );
     let reader = store
-        .extract(
-            "docs",
-            &ExtractRequest {
-                batch_size: 64,
-                start: 0,
-            },
-        )
+        .extract("docs", &ExtractRequest::records(64, 0))
         .expect("extracts");
     let back: Vec<Record> = reader
         .into_reader()

@@ -77,7 +77,7 @@ fn drain(stream: BatchStream) -> Vec<Record> {
 fn extract(store: &dyn Backend, collection: &str, start: u64, batch_size: u32) -> Vec<Record> {
     drain(
         store
-            .extract(collection, &ExtractRequest { batch_size, start })
+            .extract(collection, &ExtractRequest::records(batch_size, start))
             .expect("extracts"),
     )
 }
@@ -220,15 +220,7 @@ fn extract_from_any_start_is_the_tail_of_the_full_extract() {
 #[test]
 fn batches_never_exceed_the_batch_size() {
     let (_root, store, _records) = four_parts();
-    let stream = store
-        .extract(
-            "docs",
-            &ExtractRequest {
-                batch_size: 8,
-                start: 5,
-            },
-        )
-        .expect("extracts");
+    let stream = store.extract("docs", &ExtractRequest::records(8, 5)).expect("extracts");
     let sizes: Vec<usize> = stream
         .into_reader()
         .expect("a stream")
@@ -458,13 +450,7 @@ fn a_truncated_part_is_corrupt_and_named() {
     };
     check(
         store
-            .extract(
-                "docs",
-                &ExtractRequest {
-                    batch_size: 10,
-                    start: 0,
-                },
-            )
+            .extract("docs", &ExtractRequest::records(10, 0))
             .err()
             .expect("corrupt"),
     );
@@ -491,13 +477,7 @@ fn a_garbage_manifest_is_corrupt_and_named() {
         error.message
     );
     let error = store
-        .extract(
-            "docs",
-            &ExtractRequest {
-                batch_size: 10,
-                start: 0,
-            },
-        )
+        .extract("docs", &ExtractRequest::records(10, 0))
         .err()
         .expect("corrupt");
     assert_eq!(error.code, ErrorCode::Corrupt);
@@ -798,13 +778,7 @@ fn parts_written_by_other_tools_are_read_in_the_canonical_schema() {
 
     let store = open(root.path(), Access::ReadOnly).expect("opens");
     let stream = store
-        .extract(
-            "foreign",
-            &ExtractRequest {
-                batch_size: 10,
-                start: 0,
-            },
-        )
+        .extract("foreign", &ExtractRequest::records(10, 0))
         .expect("extracts");
     let reader = stream.into_reader().expect("a stream");
     assert_eq!(arrow_array::RecordBatchReader::schema(&reader), canonical_schema(2));

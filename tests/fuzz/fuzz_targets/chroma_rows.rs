@@ -200,17 +200,11 @@ fn read_everything(store: &ChromaStore) {
         let _ = store.count(&name);
         let mut ids = drain(store.extract(
             &name,
-            &ExtractRequest {
-                batch_size: 3,
-                start: 0,
-            },
+            &ExtractRequest::records(3, 0),
         ));
         drain(store.extract(
             &name,
-            &ExtractRequest {
-                batch_size: 2,
-                start: 1,
-            },
+            &ExtractRequest::records(2, 1),
         ));
         drain(store.sample(&name, 2, 7));
         ids.push("r1".to_owned());
