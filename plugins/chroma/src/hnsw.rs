@@ -205,25 +205,61 @@ impl Level0 {
     /// means the space was resolved wrongly or the file is damaged.
     pub fn vector(&self, internal: usize) -> Result<Vec<f32>, PluginError> {
         let mut vector = Vec::with_capacity(self.dimension);
-        self.append_vector(internal, &mut vector)?;
+        self.append_vectors(&[internal], &mut vector)?;
         Ok(vector)
     }
 
-    /// [`vector`](Self::vector), appended to `out`: a batch's vectors go straight into the
-    /// buffer of its embedding column.
-    pub fn append_vector(&self, internal: usize, out: &mut Vec<f32>) -> Result<(), PluginError> {
-        if internal >= self.len() {
-            return Err(corrupt(&self.path, format!("element {internal} is out of range")));
+    /// The [`vector`](Self::vector)s of these elements, appended to `out` in order. Elements
+    /// that lie close together (an extract's batch: chroma adds records in order) are read with
+    /// one system call per [`SCAN_ELEMENTS`], the rest one by one.
+    pub fn append_vectors(&self, internals: &[usize], out: &mut Vec<f32>) -> Result<(), PluginError> {
+        if let Some(&bad) = internals.iter().find(|&&i| i >= self.len()) {
+            return Err(corrupt(&self.path, format!("element {bad} is out of range")));
         }
+        let size = self.header.size_data_per_element as usize;
+        let vector_bytes = 4 * self.dimension;
+        let offset = self.header.offset_data as usize;
+        let mut span = Vec::new();
+        let mut rest = internals;
+        while let Some(&first) = rest.first() {
+            // The longest run of the next elements that stays inside a dense window.
+            let window = rest
+                .iter()
+                .take(SCAN_ELEMENTS)
+                .take_while(|&&i| i >= first && i - first < SCAN_ELEMENTS)
+                .count();
+            let (run, after) = rest.split_at(window);
+            let last = run.iter().copied().max().unwrap_or(first);
+            let elements = last - first + 1;
+            if elements > 2 * run.len() {
+                // Scattered: read just the vector.
+                span.resize(vector_bytes, 0);
+                self.read_at(&mut span, (first * size + offset) as u64)?;
+                self.push_vector(first, &span, out)?;
+                rest = &rest[1..];
+                continue;
+            }
+            span.resize(elements * size, 0);
+            self.read_at(&mut span, (first * size) as u64)?;
+            for &internal in run {
+                let at = (internal - first) * size + offset;
+                self.push_vector(internal, &span[at..at + vector_bytes], out)?;
+            }
+            rest = after;
+        }
+        Ok(())
+    }
+
+    /// Appends one stored vector (`bytes`, little-endian floats), scaled back for cosine.
+    fn push_vector(&self, internal: usize, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), PluginError> {
         let start = out.len();
-        out.resize(start + self.dimension, 0.0);
-        let vector = &mut out[start..];
-        let at = internal as u64 * self.header.size_data_per_element + self.header.offset_data;
-        self.read_at(bytemuck::cast_slice_mut(vector), at)?;
-        for x in vector.iter_mut() {
-            *x = f32::from_le_bytes(x.to_ne_bytes());
-        }
+        out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
         if let Some(lengths) = &self.lengths {
+            let vector = &mut out[start..];
             let norm: f64 = vector.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
             if norm != 0.0 && (norm - 1.0).abs() > 1e-3 {
                 out.truncate(start);
@@ -269,7 +305,8 @@ pub(crate) mod tests {
         let size = label_offset + 8;
         let mut header = Vec::new();
         header.extend_from_slice(&1i32.to_le_bytes());
-        for v in [0u64, 16, elements.len() as u64, size, label_offset, offset_data] {
+        let max_elements = (elements.len() as u64).max(16);
+        for v in [0u64, max_elements, elements.len() as u64, size, label_offset, offset_data] {
             header.extend_from_slice(&v.to_le_bytes());
         }
         header.extend_from_slice(&0i32.to_le_bytes());
@@ -335,6 +372,36 @@ pub(crate) mod tests {
         let v = level0.vector(2).expect("vector");
         assert_eq!(v[0].to_bits(), (-0.0f32).to_bits());
         assert_eq!(v[1], 5.5);
+    }
+
+    #[test]
+    fn vectors_read_in_runs_equal_vectors_read_one_by_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = 3 * SCAN_ELEMENTS + 7;
+        let elements: Vec<(u64, bool, Vec<f32>)> =
+            (0..n).map(|i| (i as u64 + 1, false, vec![i as f32, -(i as f32) / 3.0])).collect();
+        write_segment(dir.path(), 2, &elements, &[]);
+        let level0 = Level0::open(dir.path(), 2, false).expect("opens");
+        // In order (one read per window), out of order, scattered, repeated, at both ends.
+        let orders: [Vec<usize>; 4] = [
+            (0..n).collect(),
+            (0..n).rev().collect(),
+            vec![5, n - 1, 0, 2 * SCAN_ELEMENTS, 6, 5],
+            (0..n).step_by(3).collect(),
+        ];
+        for internals in orders {
+            let mut batched = Vec::new();
+            level0.append_vectors(&internals, &mut batched).expect("reads");
+            let one_by_one: Vec<f32> = internals
+                .iter()
+                .flat_map(|&i| level0.vector(i).expect("vector"))
+                .collect();
+            let expected: Vec<f32> = internals.iter().flat_map(|&i| elements[i].2.clone()).collect();
+            assert_eq!(batched, expected);
+            assert_eq!(one_by_one, expected);
+        }
+        let error = level0.append_vectors(&[0, n], &mut Vec::new()).expect_err("past the end");
+        assert!(error.message.contains(&format!("element {n} is out of range")), "{error}");
     }
 
     #[test]

@@ -348,7 +348,7 @@ impl Plan {
         let mut documents = StringBuilder::new();
         let mut metadata_json = StringBuilder::new();
         let mut vectors: Vec<f32> = Vec::with_capacity(entries.len() * dimension);
-        for entry in entries {
+        for entry in &entries {
             let mut metadata = match (&mut batch_bases, entry.has_base) {
                 (_, false) => Metadata::new(),
                 (Some(bases), true) => bases.remove(&entry.offset_id).unwrap_or_default(),
@@ -376,12 +376,14 @@ impl Plan {
                 metadata_to_json(&metadata).map_err(|e| corrupt_at(&self.db, format!("record '{}': {e}", entry.id)))?;
             metadata_json.append_option(json);
             ids.append_value(&entry.id);
+        }
+        // Vectors: runs of persisted ones are read together, log ones one by one.
+        let mut persisted: Vec<usize> = Vec::new();
+        for entry in &entries {
             match entry.vector {
-                Some(VectorSource::Hnsw(internal)) => match &self.level0 {
-                    Some(level0) => level0.append_vector(internal as usize, &mut vectors)?,
-                    None => return Err(corrupt_at(&self.db, "hnsw element without hnsw files")),
-                },
+                Some(VectorSource::Hnsw(internal)) => persisted.push(internal as usize),
                 Some(VectorSource::Log(seq)) => {
+                    self.append_persisted(&mut persisted, &mut vectors)?;
                     let blob: Vec<u8> = conn
                         .prepare_cached("SELECT vector FROM embeddings_queue WHERE seq_id=?1")
                         .and_then(|mut s| s.query_row([seq], |r| r.get(0)))
@@ -398,6 +400,7 @@ impl Plan {
                 None => return Err(corrupt_at(&self.db, format!("record '{}' has no vector", entry.id))),
             }
         }
+        self.append_persisted(&mut persisted, &mut vectors)?;
         let schema = canonical_schema(self.dimension());
         let item = match schema.field(3).data_type() {
             DataType::FixedSizeList(item, _) => item.clone(),
@@ -416,6 +419,20 @@ impl Plan {
             Arc::new(embeddings.map_err(|e| internal(format!("an embedding column: {e}")))?),
         ];
         RecordBatch::try_new(schema, columns).map_err(|e| internal(format!("a batch: {e}")))
+    }
+
+    /// Appends the vectors of the persisted elements in `internals` and empties it.
+    fn append_persisted(&self, internals: &mut Vec<usize>, out: &mut Vec<f32>) -> Result<(), PluginError> {
+        if internals.is_empty() {
+            return Ok(());
+        }
+        let level0 = self
+            .level0
+            .as_ref()
+            .ok_or_else(|| corrupt_at(&self.db, "hnsw element without hnsw files"))?;
+        level0.append_vectors(internals, out)?;
+        internals.clear();
+        Ok(())
     }
 
     /// The metadata rows (documents included) of the metadata segment's rows `first..=last`,

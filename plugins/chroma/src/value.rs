@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Number, Value};
+use serde::ser::Error as _;
+use serde::{Serialize, Serializer};
+use serde_json::{Number, Value};
 
 /// One metadata value as chroma stores it.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,21 +150,44 @@ impl MetaValue {
 }
 
 /// Canonical metadata JSON text for a record, or `None` when nothing is left (chroma's `get()`
-/// returns `None` for a record whose only key was its document).
+/// returns `None` for a record whose only key was its document). Written straight from the map,
+/// keys in order, with no `serde_json::Value` in between.
 pub fn metadata_to_json(metadata: &Metadata) -> Result<Option<String>, String> {
     if metadata.is_empty() {
         return Ok(None);
     }
-    let mut map = Map::new();
-    for (key, value) in metadata {
-        map.insert(
-            key.clone(),
-            value.to_json().map_err(|e| format!("metadata key '{key}': {e}"))?,
-        );
+    serde_json::to_string(metadata).map(Some).map_err(|e| {
+        match metadata.iter().find(|(_, value)| value.to_json().is_err()) {
+            Some((key, _)) => format!("metadata key '{key}': {e}"),
+            None => e.to_string(),
+        }
+    })
+}
+
+/// Serialises as [`MetaValue::to_json`] would build it.
+impl Serialize for MetaValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        /// A float JSON can hold: serde_json would write NaN and infinities as `null`.
+        struct Finite(f64);
+        impl Serialize for Finite {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                if !self.0.is_finite() {
+                    return Err(S::Error::custom(format!("float {} cannot be written as JSON", self.0)));
+                }
+                serializer.serialize_f64(self.0)
+            }
+        }
+        match self {
+            MetaValue::Str(s) => serializer.serialize_str(s),
+            MetaValue::Int(i) => serializer.serialize_i64(*i),
+            MetaValue::Float(x) => Finite(*x).serialize(serializer),
+            MetaValue::Bool(b) => serializer.serialize_bool(*b),
+            MetaValue::StrArray(v) => serializer.collect_seq(v),
+            MetaValue::IntArray(v) => serializer.collect_seq(v),
+            MetaValue::FloatArray(v) => serializer.collect_seq(v.iter().map(|x| Finite(*x))),
+            MetaValue::BoolArray(v) => serializer.collect_seq(v),
+        }
     }
-    serde_json::to_string(&Value::Object(map))
-        .map(Some)
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -181,6 +206,25 @@ mod tests {
             Some(r#"{"a":[1.0,0.5],"b":[true],"f":2.0,"i":2}"#.to_owned())
         );
         assert_eq!(metadata_to_json(&Metadata::new()).expect("encodes"), None);
+        m.insert("s".into(), MetaValue::StrArray(vec!["\"q\"".into()]));
+        m.insert("x".into(), MetaValue::Float(f64::INFINITY));
+        let error = metadata_to_json(&m).expect_err("infinity");
+        assert!(
+            error.starts_with("metadata key 'x': float inf cannot be written"),
+            "{error}"
+        );
+        m.remove("x");
+        m.insert("n".into(), MetaValue::FloatArray(vec![0.5, f64::NAN]));
+        let error = metadata_to_json(&m).expect_err("NaN");
+        assert!(
+            error.starts_with("metadata key 'n': float NaN cannot be written"),
+            "{error}"
+        );
+        m.remove("n");
+        assert_eq!(
+            metadata_to_json(&m).expect("encodes"),
+            Some(r#"{"a":[1.0,0.5],"b":[true],"f":2.0,"i":2,"s":["\"q\""]}"#.to_owned())
+        );
     }
 
     #[test]
