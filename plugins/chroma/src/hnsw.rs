@@ -306,7 +306,14 @@ pub(crate) mod tests {
         let mut header = Vec::new();
         header.extend_from_slice(&1i32.to_le_bytes());
         let max_elements = (elements.len() as u64).max(16);
-        for v in [0u64, max_elements, elements.len() as u64, size, label_offset, offset_data] {
+        for v in [
+            0u64,
+            max_elements,
+            elements.len() as u64,
+            size,
+            label_offset,
+            offset_data,
+        ] {
             header.extend_from_slice(&v.to_le_bytes());
         }
         header.extend_from_slice(&0i32.to_le_bytes());
@@ -378,8 +385,9 @@ pub(crate) mod tests {
     fn vectors_read_in_runs_equal_vectors_read_one_by_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let n = 3 * SCAN_ELEMENTS + 7;
-        let elements: Vec<(u64, bool, Vec<f32>)> =
-            (0..n).map(|i| (i as u64 + 1, false, vec![i as f32, -(i as f32) / 3.0])).collect();
+        let elements: Vec<(u64, bool, Vec<f32>)> = (0..n)
+            .map(|i| (i as u64 + 1, false, vec![i as f32, -(i as f32) / 3.0]))
+            .collect();
         write_segment(dir.path(), 2, &elements, &[]);
         let level0 = Level0::open(dir.path(), 2, false).expect("opens");
         // In order (one read per window), out of order, scattered, repeated, at both ends.
@@ -400,8 +408,13 @@ pub(crate) mod tests {
             assert_eq!(batched, expected);
             assert_eq!(one_by_one, expected);
         }
-        let error = level0.append_vectors(&[0, n], &mut Vec::new()).expect_err("past the end");
-        assert!(error.message.contains(&format!("element {n} is out of range")), "{error}");
+        let error = level0
+            .append_vectors(&[0, n], &mut Vec::new())
+            .expect_err("past the end");
+        assert!(
+            error.message.contains(&format!("element {n} is out of range")),
+            "{error}"
+        );
     }
 
     #[test]
