@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 
 use ragged_plugin_api::arrow::arrow_array::builder::StringBuilder;
 use ragged_plugin_api::arrow::arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
@@ -291,6 +293,11 @@ impl Plan {
         })
     }
 
+    /// A new read-only connection to the database the plan was read from.
+    fn connect(&self) -> Result<Connection, PluginError> {
+        sqlite::open_read_only(self.db.parent().unwrap_or(Path::new(".")))
+    }
+
     /// The number of records, as chroma's `count()` reports it.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -545,18 +552,56 @@ fn check_log_row(row: &rusqlite::Row<'_>, dimension: usize) -> Result<LogRow, St
     })
 }
 
-/// Streams a plan as canonical batches. Owns its read-only connection.
-pub struct Batches {
-    conn: Connection,
-    plan: Arc<Plan>,
-    position: usize,
+/// Threads that build the record batches of one stream at once, each on its own read-only
+/// connection: building a batch (SQLite rows, JSON, vectors) keeps a core busy, and with one
+/// thread the source was the slowest stage of a migration.
+const READERS: usize = 2;
+
+/// Which plan positions each batch of a stream holds.
+struct Cuts {
+    start: usize,
     batch_size: usize,
-    schema: SchemaRef,
     /// Plan positions to emit instead of the whole plan (fetch and sample).
     selection: Option<Vec<usize>>,
+    total: usize,
+}
+
+impl Cuts {
+    fn count(&self) -> usize {
+        self.total.saturating_sub(self.start).div_ceil(self.batch_size)
+    }
+
+    fn positions(&self, batch: usize) -> Vec<usize> {
+        let from = self.start + batch * self.batch_size;
+        let to = (from + self.batch_size).min(self.total);
+        match &self.selection {
+            Some(selection) => selection[from..to].to_vec(),
+            None => (from..to).collect(),
+        }
+    }
+}
+
+/// One reader thread: the batches it built, in its turn, and the thread (joined to tell a panic
+/// from an ending).
+struct Reader {
+    batches: Receiver<Result<RecordBatch, PluginError>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Streams a plan as canonical batches, in order, built by [`READERS`] threads that take turns.
+pub struct Batches {
+    /// The connection the first reader uses (the others open their own).
+    conn: Option<Connection>,
+    plan: Arc<Plan>,
+    cuts: Arc<Cuts>,
+    schema: SchemaRef,
     /// Emit the `id` column alone (`ExtractRequest::ids_only`): the plan has every id, so no
-    /// row, vector or log entry is read.
+    /// row, vector or log entry is read, and no thread is started.
     ids_only: bool,
+    /// Started by the first batch.
+    readers: Vec<Reader>,
+    next: usize,
+    failed: bool,
 }
 
 impl Batches {
@@ -568,14 +613,21 @@ impl Batches {
         selection: Option<Vec<usize>>,
     ) -> Batches {
         let schema = canonical_schema(plan.dimension());
+        let total = selection.as_ref().map_or(plan.len(), Vec::len);
         Batches {
-            conn,
+            conn: Some(conn),
+            cuts: Arc::new(Cuts {
+                start: usize::try_from(start).unwrap_or(usize::MAX).min(total),
+                batch_size: batch_size.max(1) as usize,
+                selection,
+                total,
+            }),
             plan,
-            position: usize::try_from(start).unwrap_or(usize::MAX),
-            batch_size: batch_size.max(1) as usize,
             schema,
-            selection,
             ids_only: false,
+            readers: Vec::new(),
+            next: 0,
+            failed: false,
         }
     }
 
@@ -588,24 +640,75 @@ impl Batches {
         }
     }
 
+    fn start_readers(&mut self) {
+        for turn in 0..READERS {
+            let (sender, batches) = sync_channel(1);
+            let plan = self.plan.clone();
+            let cuts = self.cuts.clone();
+            let conn = self.conn.take();
+            let thread = std::thread::spawn(move || {
+                let conn = match conn.map_or_else(|| plan.connect(), Ok) {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        let _ = sender.send(Err(error));
+                        return;
+                    }
+                };
+                for batch in (turn..cuts.count()).step_by(READERS) {
+                    let built = plan.batch(&conn, &cuts.positions(batch));
+                    let failed = built.is_err();
+                    // A closed channel means the stream was dropped: nobody wants the rest.
+                    if sender.send(built).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            self.readers.push(Reader {
+                batches,
+                thread: Some(thread),
+            });
+        }
+    }
+
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, PluginError> {
-        let total = self.selection.as_ref().map_or(self.plan.len(), Vec::len);
-        if self.position >= total {
+        if self.failed || self.next >= self.cuts.count() {
             return Ok(None);
         }
-        let end = (self.position + self.batch_size).min(total);
-        let positions: Vec<usize> = match &self.selection {
-            Some(selection) => selection[self.position..end].to_vec(),
-            None => (self.position..end).collect(),
-        };
-        self.position = end;
+        let batch = self.next;
+        self.next += 1;
         if self.ids_only {
+            let positions = self.cuts.positions(batch);
             let ids = StringArray::from_iter_values(positions.iter().map(|&p| self.plan.entries[p].id.as_str()));
             return RecordBatch::try_new(self.schema.clone(), vec![Arc::new(ids)])
                 .map(Some)
                 .map_err(|e| internal(format!("an id batch: {e}")));
         }
-        self.plan.batch(&self.conn, &positions).map(Some)
+        if self.readers.is_empty() {
+            self.start_readers();
+        }
+        let reader = &mut self.readers[batch % READERS];
+        let received = reader.batches.recv();
+        if !matches!(received, Ok(Ok(_))) {
+            self.failed = true;
+        }
+        match received {
+            Ok(built) => built.map(Some),
+            // The thread ended before its batch: only a panic does that.
+            Err(_) => {
+                let why = match reader.thread.take().map(JoinHandle::join) {
+                    Some(Err(panic)) => panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".to_owned()),
+                    _ => "no reason given".to_owned(),
+                };
+                Err(internal(format!(
+                    "{}: a reader thread stopped before batch {batch}: {why}",
+                    self.plan.db.display()
+                )))
+            }
+        }
     }
 }
 
