@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use arrow_array::ffi_stream::ArrowArrayStreamReader;
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, SchemaRef};
-use ragged_plugin_api::arrow::{ValidatedReader, check_schema};
+use ragged_plugin_api::arrow::ValidatedReader;
 use ragged_plugin_api::host::LoadedPlugin;
 use ragged_plugin_api::{
     Backend, BatchStream, CollectionInfo, ErrorCode, ExtractRequest, Hit, LoadRequest, LoadSummary, OpenRequest,
@@ -23,7 +23,7 @@ use ragged_plugin_api::{
 };
 
 use crate::context::Context;
-use crate::records::{arrow_message, check_batch};
+use crate::records::{arrow_message, check_batch, check_stream_schema};
 
 /// The first call that hung in this process, with its store.
 static HUNG: OnceLock<String> = OnceLock::new();
@@ -255,9 +255,12 @@ impl Guarded {
 
     /// A call that returns a record stream: the stream's schema must be canonical, and its
     /// batches are checked as they are read (see [`CheckedReader`]).
+    /// A guarded call that returns a stream, whose schema and batches are checked: canonical,
+    /// or the id column alone when `ids_allowed` (an ids-only extraction).
     fn stream(
         &self,
         operation: String,
+        ids_allowed: bool,
         f: impl FnOnce(&dyn Backend) -> Result<BatchStream, PluginError> + Send + 'static,
     ) -> Result<BatchStream, PluginError> {
         let shared = self.shared.clone();
@@ -267,7 +270,7 @@ impl Guarded {
                 .into_validated_reader()
                 .map_err(|error| shared.bad_stream(arrow_message(&error)))
         })?;
-        check_schema(&reader.schema()).map_err(|error| self.shared.bad_stream(error.message))?;
+        check_stream_schema(&reader.schema(), ids_allowed).map_err(|problem| self.shared.bad_stream(problem))?;
         Ok(BatchStream::from_reader(CheckedReader::new(
             reader,
             operation,
@@ -297,7 +300,7 @@ impl Backend for Guarded {
 
     fn extract(&self, collection: &str, request: &ExtractRequest) -> Result<BatchStream, PluginError> {
         let (collection, request) = (collection.to_owned(), *request);
-        self.stream(format!("extract '{collection}'"), move |backend| {
+        self.stream(format!("extract '{collection}'"), request.ids_only, move |backend| {
             backend.extract(&collection, &request)
         })
     }
@@ -319,14 +322,14 @@ impl Backend for Guarded {
 
     fn sample(&self, collection: &str, n: u64, seed: u64) -> Result<BatchStream, PluginError> {
         let collection = collection.to_owned();
-        self.stream(format!("sample '{collection}'"), move |backend| {
+        self.stream(format!("sample '{collection}'"), false, move |backend| {
             backend.sample(&collection, n, seed)
         })
     }
 
     fn fetch(&self, collection: &str, ids: &[String]) -> Result<BatchStream, PluginError> {
         let (collection, ids) = (collection.to_owned(), ids.to_vec());
-        self.stream(format!("fetch from '{collection}'"), move |backend| {
+        self.stream(format!("fetch from '{collection}'"), false, move |backend| {
             backend.fetch(&collection, &ids)
         })
     }
@@ -471,15 +474,18 @@ mod tests {
     use std::sync::Mutex;
 
     use arrow_array::RecordBatchIterator;
-    use ragged_plugin_api::arrow::{canonical_schema, records_to_batch};
+    use ragged_plugin_api::arrow::{canonical_schema, ids_schema, records_to_batch};
     use ragged_plugin_api::{DistanceMetric, LoadMode, Record};
 
     use super::*;
+    use crate::records::read_id_stream;
 
     /// What the fake store does in each call: sleep this long per batch it reads (`None`: never
     /// return); its streams sleep before each batch likewise.
     struct Fake {
         pauses: Mutex<VecDeque<Option<Duration>>>,
+        /// Its streams hold the id column alone, whatever was asked.
+        ids_only_streams: bool,
     }
 
     impl Fake {
@@ -515,6 +521,11 @@ mod tests {
                 }
                 Ok(batch())
             });
+            if self.ids_only_streams {
+                let ids =
+                    batches.map(|b| b.and_then(|b| RecordBatch::try_new(ids_schema(), vec![b.column(0).clone()])));
+                return Ok(BatchStream::from_reader(RecordBatchIterator::new(ids, ids_schema())));
+            }
             Ok(BatchStream::from_reader(RecordBatchIterator::new(
                 batches,
                 canonical_schema(2),
@@ -547,10 +558,15 @@ mod tests {
     }
 
     fn guarded(timeout_millis: u64, pauses: &[Option<u64>]) -> Guarded {
+        guarded_fake(timeout_millis, pauses, false)
+    }
+
+    fn guarded_fake(timeout_millis: u64, pauses: &[Option<u64>], ids_only_streams: bool) -> Guarded {
         let pauses = pauses.iter().map(|p| p.map(Duration::from_millis)).collect();
         Guarded {
             inner: Arc::new(Fake {
                 pauses: Mutex::new(pauses),
+                ids_only_streams,
             }),
             shared: Arc::new(Shared {
                 plugin: "fake".into(),
@@ -587,6 +603,40 @@ mod tests {
             &request,
             BatchStream::from_reader(RecordBatchIterator::new(slow, canonical_schema(2))),
         )
+    }
+
+    /// The ids of an ids-only extraction, read as the verifier reads them.
+    fn listed_ids(store: &Guarded, request: &ExtractRequest) -> Result<Vec<String>, String> {
+        let stream = store.extract("c", request).map_err(|e| e.message)?;
+        let mut ids = Vec::new();
+        for batch in read_id_stream(stream).map_err(|e| format!("{e:#}"))? {
+            ids.extend(batch.map_err(|e| format!("{e:#}"))?.iter().flatten().map(str::to_owned));
+        }
+        Ok(ids)
+    }
+
+    #[test]
+    fn only_an_ids_only_extraction_may_send_the_id_column_alone() {
+        let pauses = [Some(0), Some(0)];
+        let ids = ExtractRequest::ids(10);
+        assert_eq!(
+            listed_ids(&guarded_fake(5000, &pauses, true), &ids),
+            Ok(vec!["r".into(), "r".into()])
+        );
+        // A plugin that ignores the flag sends whole records, read the same way.
+        assert_eq!(
+            listed_ids(&guarded_fake(5000, &pauses, false), &ids),
+            Ok(vec!["r".into(), "r".into()])
+        );
+        let Err(error) = guarded_fake(5000, &pauses, true).extract("c", &ExtractRequest::records(10, 0)) else {
+            panic!("records asked, ids sent, and the stream was accepted");
+        };
+        assert!(
+            error
+                .message
+                .contains("the fake plugin returned a stream that is not canonical: batch columns are [id]"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use arrow_array::cast::AsArray;
 use arrow_array::ffi_stream::ArrowArrayStreamReader;
 use arrow_array::{Array, RecordBatch, RecordBatchReader, StringArray};
-use arrow_schema::{ArrowError, DataType};
+use arrow_schema::{ArrowError, DataType, Schema};
 use ragged_plugin_api::arrow::{batch_to_records, check_schema, columns};
 use ragged_plugin_api::{BatchStream, Record, canonical_metadata};
 use sha2::{Digest, Sha256};
@@ -32,46 +32,51 @@ pub fn read_stream(
     Ok(reader.map(|batch| batch.map_err(|error| anyhow::anyhow!(arrow_message(&error)))))
 }
 
-/// Reads the id columns of an `ids_only` extraction: batches of the `id` column alone, or whole
-/// canonical records from a plugin that ignores the flag. A null id is an error.
-pub fn read_id_stream(stream: BatchStream) -> anyhow::Result<impl Iterator<Item = anyhow::Result<StringArray>>> {
-    let reader = stream.into_reader()?;
-    let schema = reader.schema();
-    let ids_only = schema.fields().len() == 1;
-    if ids_only {
+/// Checks the schema a stream announces: the canonical one, or, for an ids-only extraction
+/// (`ids_allowed`), also the `id` column alone, which a plugin may send instead.
+pub fn check_stream_schema(schema: &Schema, ids_allowed: bool) -> Result<(), String> {
+    if ids_allowed && schema.fields().len() == 1 {
         let field = schema.field(0);
         if field.name() != columns::ID || field.data_type() != &DataType::Utf8 {
-            anyhow::bail!(
+            return Err(format!(
                 "an ids-only batch must hold the column '{}' (Utf8), not '{}' ({})",
                 columns::ID,
                 field.name(),
                 field.data_type()
-            );
+            ));
         }
-    } else {
-        check_schema(&schema)?;
+        return Ok(());
     }
+    check_schema(schema).map(drop).map_err(|error| error.message)
+}
+
+/// Reads the id columns of an ids-only extraction: batches of the `id` column alone, or whole
+/// canonical records from a plugin that ignores the flag. A null id is an error.
+pub fn read_id_stream(stream: BatchStream) -> anyhow::Result<impl Iterator<Item = anyhow::Result<StringArray>>> {
+    let reader = stream.into_reader()?;
+    check_stream_schema(&reader.schema(), true).map_err(anyhow::Error::msg)?;
     Ok(reader.map(|batch| {
         let batch = batch.map_err(|error| anyhow::anyhow!(arrow_message(&error)))?;
+        check_batch(&batch).map_err(anyhow::Error::msg)?;
         let ids = batch
             .column(0)
             .as_string_opt::<i32>()
-            .ok_or_else(|| anyhow::anyhow!("the id column is not Utf8"))?
-            .clone();
-        if ids.null_count() > 0 {
-            anyhow::bail!("{} of the batch's {} ids are null", ids.null_count(), ids.len());
-        }
-        Ok(ids)
+            .ok_or_else(|| anyhow::anyhow!("the id column is not Utf8"))?;
+        Ok(ids.clone())
     }))
 }
 
 /// Checks a valid batch (see `BatchStream::into_validated_reader`) whose schema passed
-/// [`check_schema`] for what that schema cannot promise: no id, embedding or embedding value may
-/// be null.
+/// [`check_stream_schema`] for what that schema cannot promise: no id, embedding or embedding
+/// value may be null.
 pub fn check_batch(batch: &RecordBatch) -> Result<(), String> {
     let nulls = batch.column(0).null_count();
     if nulls > 0 {
         return Err(format!("{nulls} of its {} ids are null", batch.num_rows()));
+    }
+    if batch.num_columns() == 1 {
+        // An ids-only batch: the id column is all there is.
+        return Ok(());
     }
     let embeddings = batch
         .column(3)
