@@ -552,10 +552,11 @@ fn check_log_row(row: &rusqlite::Row<'_>, dimension: usize) -> Result<LogRow, St
     })
 }
 
-/// Threads that build the record batches of one stream at once, each on its own read-only
-/// connection: building a batch (SQLite rows, JSON, vectors) keeps a core busy, and with one
-/// thread the source was the slowest stage of a migration.
-const READERS: usize = 2;
+/// Threads that build a stream's record batches ahead of its consumer, taking turns, each on its
+/// own read-only connection. One: two were no faster for chroma -> lance on two cores (the
+/// target's load and the host need the other) and passed 4.5 times the bytes through read calls,
+/// each connection's page cache re-reading SQLite pages (docs/benchmarks.md, finding 11).
+const READERS: usize = 1;
 
 /// Which plan positions each batch of a stream holds.
 struct Cuts {
