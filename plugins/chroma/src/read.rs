@@ -293,11 +293,6 @@ impl Plan {
         })
     }
 
-    /// A new read-only connection to the database the plan was read from.
-    fn connect(&self) -> Result<Connection, PluginError> {
-        sqlite::open_read_only(self.db.parent().unwrap_or(Path::new(".")))
-    }
-
     /// The number of records, as chroma's `count()` reports it.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -552,12 +547,6 @@ fn check_log_row(row: &rusqlite::Row<'_>, dimension: usize) -> Result<LogRow, St
     })
 }
 
-/// Threads that build a stream's record batches ahead of its consumer, taking turns, each on its
-/// own read-only connection. One: two were no faster for chroma -> lance on two cores (the
-/// target's load and the host need the other) and passed 4.5 times the bytes through read calls,
-/// each connection's page cache re-reading SQLite pages (docs/benchmarks.md, finding 11).
-const READERS: usize = 1;
-
 /// Which plan positions each batch of a stream holds.
 struct Cuts {
     start: usize,
@@ -582,16 +571,19 @@ impl Cuts {
     }
 }
 
-/// One reader thread: the batches it built, in its turn, and the thread (joined to tell a panic
-/// from an ending).
+/// The thread that builds a stream's record batches one ahead of its consumer, on a connection
+/// of its own (one thread: two taking turns were no faster for chroma -> lance on two cores and
+/// passed 4.5 times the bytes through read calls, each connection's page cache re-reading SQLite
+/// pages; docs/benchmarks.md, finding 11).
 struct Reader {
     batches: Receiver<Result<RecordBatch, PluginError>>,
+    /// Joined when the batches stop early, to tell a panic from an ending.
     thread: Option<JoinHandle<()>>,
 }
 
-/// Streams a plan as canonical batches, in order, built by [`READERS`] threads that take turns.
+/// Streams a plan as canonical batches, in order.
 pub struct Batches {
-    /// The connection the first reader uses (the others open their own).
+    /// The connection the reader thread takes when it starts.
     conn: Option<Connection>,
     plan: Arc<Plan>,
     cuts: Arc<Cuts>,
@@ -600,7 +592,7 @@ pub struct Batches {
     /// row, vector or log entry is read, and no thread is started.
     ids_only: bool,
     /// Started by the first batch.
-    readers: Vec<Reader>,
+    reader: Option<Reader>,
     next: usize,
     failed: bool,
 }
@@ -626,7 +618,7 @@ impl Batches {
             plan,
             schema,
             ids_only: false,
-            readers: Vec::new(),
+            reader: None,
             next: 0,
             failed: false,
         }
@@ -641,34 +633,28 @@ impl Batches {
         }
     }
 
-    fn start_readers(&mut self) {
-        for turn in 0..READERS {
-            let (sender, batches) = sync_channel(1);
-            let plan = self.plan.clone();
-            let cuts = self.cuts.clone();
-            let conn = self.conn.take();
-            let thread = std::thread::spawn(move || {
-                let conn = match conn.map_or_else(|| plan.connect(), Ok) {
-                    Ok(conn) => conn,
-                    Err(error) => {
-                        let _ = sender.send(Err(error));
-                        return;
-                    }
-                };
-                for batch in (turn..cuts.count()).step_by(READERS) {
-                    let built = plan.batch(&conn, &cuts.positions(batch));
-                    let failed = built.is_err();
-                    // A closed channel means the stream was dropped: nobody wants the rest.
-                    if sender.send(built).is_err() || failed {
-                        return;
-                    }
+    fn start_reader(&mut self) -> Result<Reader, PluginError> {
+        let (sender, batches) = sync_channel(1);
+        let plan = self.plan.clone();
+        let cuts = self.cuts.clone();
+        let conn = self
+            .conn
+            .take()
+            .ok_or_else(|| internal("the stream's connection was given to an earlier reader".to_owned()))?;
+        let thread = std::thread::spawn(move || {
+            for batch in 0..cuts.count() {
+                let built = plan.batch(&conn, &cuts.positions(batch));
+                let failed = built.is_err();
+                // A closed channel means the stream was dropped: nobody wants the rest.
+                if sender.send(built).is_err() || failed {
+                    return;
                 }
-            });
-            self.readers.push(Reader {
-                batches,
-                thread: Some(thread),
-            });
-        }
+            }
+        });
+        Ok(Reader {
+            batches,
+            thread: Some(thread),
+        })
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, PluginError> {
@@ -684,10 +670,11 @@ impl Batches {
                 .map(Some)
                 .map_err(|e| internal(format!("an id batch: {e}")));
         }
-        if self.readers.is_empty() {
-            self.start_readers();
-        }
-        let reader = &mut self.readers[batch % READERS];
+        let reader = match self.reader.take() {
+            Some(reader) => reader,
+            None => self.start_reader().inspect_err(|_| self.failed = true)?,
+        };
+        let reader = self.reader.insert(reader);
         let received = reader.batches.recv();
         if !matches!(received, Ok(Ok(_))) {
             self.failed = true;
