@@ -209,9 +209,10 @@ impl Level0 {
         Ok(vector)
     }
 
-    /// The [`vector`](Self::vector)s of these elements, appended to `out` in order. Elements
-    /// that lie close together (an extract's batch: chroma adds records in order) are read with
-    /// one system call per [`SCAN_ELEMENTS`], the rest one by one.
+    /// The [`vector`](Self::vector)s of these elements, appended to `out` in the order given.
+    /// They are read in element order, one system call per dense window of up to
+    /// [`SCAN_ELEMENTS`]: hnswlib inserts a batch on several threads, so the elements of
+    /// neighbouring chroma rows are close together but shuffled. Scattered ones are read alone.
     pub fn append_vectors(&self, internals: &[usize], out: &mut Vec<f32>) -> Result<(), PluginError> {
         if let Some(&bad) = internals.iter().find(|&&i| i >= self.len()) {
             return Err(corrupt(&self.path, format!("element {bad} is out of range")));
@@ -219,57 +220,57 @@ impl Level0 {
         let size = self.header.size_data_per_element as usize;
         let vector_bytes = 4 * self.dimension;
         let offset = self.header.offset_data as usize;
+        let start = out.len();
+        out.resize(start + internals.len() * self.dimension, 0.0);
+        let slots = &mut out[start..];
+        let mut by_element: Vec<usize> = (0..internals.len()).collect();
+        by_element.sort_unstable_by_key(|&k| internals[k]);
         let mut span = Vec::new();
-        let mut rest = internals;
-        while let Some(&first) = rest.first() {
-            // The longest run of the next elements that stays inside a dense window.
+        let mut rest = by_element.as_slice();
+        while let Some(&k) = rest.first() {
+            let first = internals[k];
             let window = rest
                 .iter()
-                .take(SCAN_ELEMENTS)
-                .take_while(|&&i| i >= first && i - first < SCAN_ELEMENTS)
+                .take_while(|&&k| internals[k] - first < SCAN_ELEMENTS)
                 .count();
             let (run, after) = rest.split_at(window);
-            let last = run.iter().copied().max().unwrap_or(first);
-            let elements = last - first + 1;
+            let elements = internals[run[window - 1]] - first + 1;
             if elements > 2 * run.len() {
-                // Scattered: read just the vector.
                 span.resize(vector_bytes, 0);
                 self.read_at(&mut span, (first * size + offset) as u64)?;
-                self.push_vector(first, &span, out)?;
+                self.decode_vector(first, &span, &mut slots[k * self.dimension..(k + 1) * self.dimension])?;
                 rest = &rest[1..];
                 continue;
             }
             span.resize(elements * size, 0);
             self.read_at(&mut span, (first * size) as u64)?;
-            for &internal in run {
+            for &k in run {
+                let internal = internals[k];
                 let at = (internal - first) * size + offset;
-                self.push_vector(internal, &span[at..at + vector_bytes], out)?;
+                let slot = &mut slots[k * self.dimension..(k + 1) * self.dimension];
+                self.decode_vector(internal, &span[at..at + vector_bytes], slot)?;
             }
             rest = after;
         }
         Ok(())
     }
 
-    /// Appends one stored vector (`bytes`, little-endian floats), scaled back for cosine.
-    fn push_vector(&self, internal: usize, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), PluginError> {
-        let start = out.len();
-        out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        );
+    /// Decodes one stored vector (`bytes`, little-endian floats) into `slot`, scaled back for
+    /// cosine.
+    fn decode_vector(&self, internal: usize, bytes: &[u8], slot: &mut [f32]) -> Result<(), PluginError> {
+        for (x, c) in slot.iter_mut().zip(bytes.chunks_exact(4)) {
+            *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
         if let Some(lengths) = &self.lengths {
-            let vector = &mut out[start..];
-            let norm: f64 = vector.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
+            let norm: f64 = slot.iter().map(|x| f64::from(*x) * f64::from(*x)).sum::<f64>().sqrt();
             if norm != 0.0 && (norm - 1.0).abs() > 1e-3 {
-                out.truncate(start);
                 return Err(corrupt(
                     &self.path,
                     format!("element {internal} of a cosine index is not a unit vector (norm {norm})"),
                 ));
             }
             let length = lengths.get(internal).copied().unwrap_or(0.0);
-            for x in vector.iter_mut() {
+            for x in slot.iter_mut() {
                 *x *= length;
             }
         }
@@ -390,10 +391,12 @@ pub(crate) mod tests {
             .collect();
         write_segment(dir.path(), 2, &elements, &[]);
         let level0 = Level0::open(dir.path(), 2, false).expect("opens");
-        // In order (one read per window), out of order, scattered, repeated, at both ends.
-        let orders: [Vec<usize>; 4] = [
+        // In order (one read per window), reversed, shuffled, scattered, repeated, at both ends.
+        let shuffled: Vec<usize> = (0..n).map(|i| (i * 7919) % n).collect();
+        let orders: [Vec<usize>; 5] = [
             (0..n).collect(),
             (0..n).rev().collect(),
+            shuffled,
             vec![5, n - 1, 0, 2 * SCAN_ELEMENTS, 6, 5],
             (0..n).step_by(3).collect(),
         ];

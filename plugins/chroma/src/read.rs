@@ -337,27 +337,15 @@ impl Plan {
         let cosine = self.collection.space == DistanceMetric::Cosine;
         let entries: Vec<&Entry> = positions.iter().filter_map(|&p| self.entries.get(p)).collect();
         let bases: Vec<i64> = entries.iter().filter(|e| e.has_base).map(|e| e.offset_id).collect();
-        // An extract's batch is a run of neighbouring rows: one range query for all of them costs
-        // what one query per record costs for a few (scattered samples keep those).
-        let ascending = bases.windows(2).all(|w| w[0] < w[1]);
-        let mut batch_bases = match (bases.first(), bases.last()) {
-            (Some(&first), Some(&last)) if ascending && last - first < 2 * bases.len() as i64 => {
-                Some(self.base_metadata(conn, first, last)?)
-            }
-            _ => None,
-        };
+        let mut bases = self.base_metadata(conn, &bases)?;
         let mut ids = StringBuilder::with_capacity(entries.len(), entries.len() * 16);
         let mut documents = StringBuilder::new();
         let mut metadata_json = StringBuilder::new();
         let mut vectors: Vec<f32> = Vec::with_capacity(entries.len() * dimension);
         for entry in &entries {
-            let mut metadata = match (&mut batch_bases, entry.has_base) {
-                (_, false) => Metadata::new(),
-                (Some(bases), true) => bases.remove(&entry.offset_id).unwrap_or_default(),
-                (None, true) => self
-                    .base_metadata(conn, entry.offset_id, entry.offset_id)?
-                    .remove(&entry.offset_id)
-                    .unwrap_or_default(),
+            let mut metadata = match entry.has_base {
+                true => bases.remove(&entry.offset_id).unwrap_or_default(),
+                false => Metadata::new(),
             };
             for seq in &entry.metadata_ops {
                 let text: Option<String> = conn
@@ -437,38 +425,54 @@ impl Plan {
         Ok(())
     }
 
-    /// The metadata rows (documents included) of the metadata segment's rows `first..=last`,
-    /// by row; rows without metadata are absent.
-    fn base_metadata(&self, conn: &Connection, first: i64, last: i64) -> Result<HashMap<i64, Metadata>, PluginError> {
+    /// The metadata (documents included) of these rows of the metadata segment, by row; rows
+    /// without metadata are absent. One statement per table whatever the number of rows.
+    fn base_metadata(&self, conn: &Connection, rows: &[i64]) -> Result<HashMap<i64, Metadata>, PluginError> {
         let mut out: HashMap<i64, Metadata> = HashMap::new();
-        let scalars = "SELECT id, key, string_value, int_value, float_value, bool_value FROM embedding_metadata \
-             WHERE id BETWEEN ?1 AND ?2";
-        self.metadata_rows(conn, scalars, first, last, |id, key, value| {
+        let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
+            return Ok(out);
+        };
+        let ascending = rows.windows(2).all(|w| w[0] < w[1]);
+        let wanted = if ascending && last - first < 2 * rows.len() as i64 {
+            // An extract's batch is a run of neighbouring rows: one range scan.
+            Wanted::Range(first, last)
+        } else {
+            // A sample's or a fetch's rows are scattered: one index lookup each.
+            Wanted::Listed(serde_json::to_string(rows).map_err(|e| internal(format!("a row list: {e}")))?)
+        };
+        let columns = "SELECT id, key, string_value, int_value, float_value, bool_value";
+        let scalars = format!("{columns} FROM embedding_metadata WHERE {}", wanted.condition());
+        self.metadata_rows(conn, &scalars, &wanted, |id, key, value| {
             out.entry(id).or_default().insert(key, value);
         })?;
         if self.has_array_table {
             // Elements in the order they were written: that is the order of the array.
-            let arrays = "SELECT id, key, string_value, int_value, float_value, bool_value \
-                          FROM embedding_metadata_array WHERE id BETWEEN ?1 AND ?2 ORDER BY id, rowid";
-            self.metadata_rows(conn, arrays, first, last, |id, key, value| {
+            let arrays = format!(
+                "{columns} FROM embedding_metadata_array WHERE {} ORDER BY id, rowid",
+                wanted.condition()
+            );
+            self.metadata_rows(conn, &arrays, &wanted, |id, key, value| {
                 push_element(out.entry(id).or_default(), key, value);
             })?;
         }
         Ok(out)
     }
 
-    /// Runs a metadata query over the rows `first..=last` and hands each typed value to `sink`.
+    /// Runs a metadata query over the `wanted` rows and hands each typed value to `sink`.
     fn metadata_rows(
         &self,
         conn: &Connection,
         sql: &str,
-        first: i64,
-        last: i64,
+        wanted: &Wanted,
         mut sink: impl FnMut(i64, String, MetaValue),
     ) -> Result<(), PluginError> {
         let err = |e| classify(&self.db, e);
         let mut statement = conn.prepare_cached(sql).map_err(err)?;
-        let mut rows = statement.query([first, last]).map_err(err)?;
+        let mut rows = match wanted {
+            Wanted::Range(first, last) => statement.query([first, last]),
+            Wanted::Listed(json) => statement.query([json]),
+        }
+        .map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
             let id: i64 = row.get(0).map_err(err)?;
             let key: String = row.get(1).map_err(err)?;
@@ -484,6 +488,23 @@ impl Plan {
             }
         }
         Ok(())
+    }
+}
+
+/// The metadata rows a batch reads.
+enum Wanted {
+    /// The rows `first..=last`.
+    Range(i64, i64),
+    /// The rows of a JSON array of row numbers.
+    Listed(String),
+}
+
+impl Wanted {
+    fn condition(&self) -> &'static str {
+        match self {
+            Wanted::Range(..) => "id BETWEEN ?1 AND ?2",
+            Wanted::Listed(_) => "id IN (SELECT value FROM json_each(?1))",
+        }
     }
 }
 
