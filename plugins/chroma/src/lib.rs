@@ -19,6 +19,7 @@ pub mod hnsw;
 pub mod layout;
 pub mod pickle;
 pub mod read;
+mod rows;
 pub mod sqlite;
 pub mod value;
 pub mod wal;

@@ -9,6 +9,7 @@
 //! the batch size plus a few words per record.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, OnceLock};
@@ -23,8 +24,9 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::hnsw::Level0;
 use crate::layout::Collection;
-use crate::sqlite::{classify, scalar, seq_id, table_exists};
-use crate::value::{DOCUMENT_KEY, MetaValue, Metadata, metadata_to_json};
+use crate::rows::{BatchRows, RowValue};
+use crate::sqlite::{classify, seq_id, table_exists, typed};
+use crate::value::{DOCUMENT_KEY, MetaValue, metadata_to_json};
 use crate::wal::{Operation, apply_update, cosine_round_trip, decode_vector, parse_metadata, topic};
 use crate::{pickle, sqlite};
 
@@ -337,34 +339,42 @@ impl Plan {
         let cosine = self.collection.space == DistanceMetric::Cosine;
         let entries: Vec<&Entry> = positions.iter().filter_map(|&p| self.entries.get(p)).collect();
         let bases: Vec<i64> = entries.iter().filter(|e| e.has_base).map(|e| e.offset_id).collect();
-        let mut bases = self.base_metadata(conn, &bases)?;
+        let bases = self.metadata_rows(conn, &bases)?;
+        let mut json = Vec::new();
         let mut ids = StringBuilder::with_capacity(entries.len(), entries.len() * 16);
         let mut documents = StringBuilder::new();
         let mut metadata_json = StringBuilder::new();
         let mut vectors: Vec<f32> = Vec::with_capacity(entries.len() * dimension);
         for entry in &entries {
-            let mut metadata = match entry.has_base {
-                true => bases.remove(&entry.offset_id).unwrap_or_default(),
-                false => Metadata::new(),
-            };
-            for seq in &entry.metadata_ops {
-                let text: Option<String> = conn
-                    .prepare_cached("SELECT metadata FROM embeddings_queue WHERE seq_id=?1")
-                    .and_then(|mut s| s.query_row([seq], |r| r.get(0)))
-                    .map_err(err)?;
-                if let Some(text) = text {
-                    let update = parse_metadata(&text)
-                        .map_err(|e| corrupt_at(&self.db, format!("embeddings_queue seq {seq}: metadata: {e}")))?;
-                    apply_update(&mut metadata, &update);
+            let rows = bases.record(if entry.has_base { entry.offset_id } else { i64::MIN });
+            let record_error = |e: String| corrupt_at(&self.db, format!("record '{}': {e}", entry.id));
+            if entry.metadata_ops.is_empty() {
+                documents.append_option(rows.document());
+                json.clear();
+                match rows.write_json(&mut json).map_err(record_error)? {
+                    true => metadata_json.append_value(String::from_utf8_lossy(&json)),
+                    false => metadata_json.append_null(),
                 }
+            } else {
+                // The log still changes this record's metadata: merge on the owned map.
+                let mut metadata = rows.to_metadata();
+                for seq in &entry.metadata_ops {
+                    let text: Option<String> = conn
+                        .prepare_cached("SELECT metadata FROM embeddings_queue WHERE seq_id=?1")
+                        .and_then(|mut s| s.query_row([seq], |r| r.get(0)))
+                        .map_err(err)?;
+                    if let Some(text) = text {
+                        let update = parse_metadata(&text)
+                            .map_err(|e| corrupt_at(&self.db, format!("embeddings_queue seq {seq}: metadata: {e}")))?;
+                        apply_update(&mut metadata, &update);
+                    }
+                }
+                match metadata.remove(DOCUMENT_KEY) {
+                    Some(MetaValue::Str(document)) => documents.append_value(document),
+                    _ => documents.append_null(),
+                }
+                metadata_json.append_option(metadata_to_json(&metadata).map_err(record_error)?);
             }
-            match metadata.remove(DOCUMENT_KEY) {
-                Some(MetaValue::Str(document)) => documents.append_value(document),
-                _ => documents.append_null(),
-            }
-            let json =
-                metadata_to_json(&metadata).map_err(|e| corrupt_at(&self.db, format!("record '{}': {e}", entry.id)))?;
-            metadata_json.append_option(json);
             ids.append_value(&entry.id);
         }
         // Vectors: runs of persisted ones are read together, log ones one by one.
@@ -425,10 +435,10 @@ impl Plan {
         Ok(())
     }
 
-    /// The metadata (documents included) of these rows of the metadata segment, by row; rows
-    /// without metadata are absent. One statement per table whatever the number of rows.
-    fn base_metadata(&self, conn: &Connection, rows: &[i64]) -> Result<HashMap<i64, Metadata>, PluginError> {
-        let mut out: HashMap<i64, Metadata> = HashMap::new();
+    /// The metadata rows (documents included) of these rows of the metadata segment. One
+    /// statement per table whatever the number of rows.
+    fn metadata_rows(&self, conn: &Connection, rows: &[i64]) -> Result<BatchRows, PluginError> {
+        let mut out = BatchRows::default();
         let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
             return Ok(out);
         };
@@ -441,30 +451,30 @@ impl Plan {
             Wanted::Listed(serde_json::to_string(rows).map_err(|e| internal(format!("a row list: {e}")))?)
         };
         let columns = "SELECT id, key, string_value, int_value, float_value, bool_value";
-        let scalars = format!("{columns} FROM embedding_metadata WHERE {}", wanted.condition());
-        self.metadata_rows(conn, &scalars, &wanted, |id, key, value| {
-            out.entry(id).or_default().insert(key, value);
-        })?;
+        let scalars = format!(
+            "{columns} FROM embedding_metadata WHERE {} ORDER BY id, key",
+            wanted.condition()
+        );
+        self.read_rows(conn, &scalars, &wanted, &mut out, BatchRows::push_scalar)?;
         if self.has_array_table {
             // Elements in the order they were written: that is the order of the array.
             let arrays = format!(
-                "{columns} FROM embedding_metadata_array WHERE {} ORDER BY id, rowid",
+                "{columns} FROM embedding_metadata_array WHERE {} ORDER BY id, key, rowid",
                 wanted.condition()
             );
-            self.metadata_rows(conn, &arrays, &wanted, |id, key, value| {
-                push_element(out.entry(id).or_default(), key, value);
-            })?;
+            self.read_rows(conn, &arrays, &wanted, &mut out, BatchRows::push_element)?;
         }
         Ok(out)
     }
 
-    /// Runs a metadata query over the `wanted` rows and hands each typed value to `sink`.
-    fn metadata_rows(
+    /// Runs a metadata query over the `wanted` rows and adds each typed value to `out`.
+    fn read_rows(
         &self,
         conn: &Connection,
         sql: &str,
         wanted: &Wanted,
-        mut sink: impl FnMut(i64, String, MetaValue),
+        out: &mut BatchRows,
+        add: fn(&mut BatchRows, i64, Range<usize>, RowValue),
     ) -> Result<(), PluginError> {
         let err = |e| classify(&self.db, e);
         let mut statement = conn.prepare_cached(sql).map_err(err)?;
@@ -475,16 +485,18 @@ impl Plan {
         .map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
             let id: i64 = row.get(0).map_err(err)?;
-            let key: String = row.get(1).map_err(err)?;
-            let value = scalar(
+            let key: &str = row.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(err)?;
+            let key = out.push_text(key);
+            let value = typed(
                 row.get_ref(2).map_err(err)?,
                 row.get_ref(3).map_err(err)?,
                 row.get_ref(4).map_err(err)?,
                 row.get_ref(5).map_err(err)?,
             )
-            .map_err(|e| corrupt_at(&self.db, format!("metadata of row {id}, key '{key}': {e}")))?;
+            .map_err(|e| corrupt_at(&self.db, format!("metadata of row {id}, key '{}': {e}", out.text(&key))))?;
             if let Some(value) = value {
-                sink(id, key, value);
+                let value = out.value(value);
+                add(out, id, key, value);
             }
         }
         Ok(())
@@ -504,27 +516,6 @@ impl Wanted {
         match self {
             Wanted::Range(..) => "id BETWEEN ?1 AND ?2",
             Wanted::Listed(_) => "id IN (SELECT value FROM json_each(?1))",
-        }
-    }
-}
-
-/// Appends one array element; an element of another type starts a new array, as chroma does.
-fn push_element(metadata: &mut Metadata, key: String, value: MetaValue) {
-    let current = metadata.get_mut(&key);
-    match (current, value) {
-        (Some(MetaValue::StrArray(v)), MetaValue::Str(s)) => v.push(s),
-        (Some(MetaValue::IntArray(v)), MetaValue::Int(i)) => v.push(i),
-        (Some(MetaValue::FloatArray(v)), MetaValue::Float(x)) => v.push(x),
-        (Some(MetaValue::BoolArray(v)), MetaValue::Bool(b)) => v.push(b),
-        (_, value) => {
-            let array = match value {
-                MetaValue::Str(s) => MetaValue::StrArray(vec![s]),
-                MetaValue::Int(i) => MetaValue::IntArray(vec![i]),
-                MetaValue::Float(x) => MetaValue::FloatArray(vec![x]),
-                MetaValue::Bool(b) => MetaValue::BoolArray(vec![b]),
-                other => other,
-            };
-            metadata.insert(key, array);
         }
     }
 }
@@ -734,20 +725,5 @@ impl Iterator for Batches {
 impl ragged_plugin_api::arrow::arrow_array::RecordBatchReader for Batches {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn array_elements_accumulate_by_type() {
-        let mut m = Metadata::new();
-        push_element(&mut m, "a".into(), MetaValue::Int(1));
-        push_element(&mut m, "a".into(), MetaValue::Int(2));
-        push_element(&mut m, "b".into(), MetaValue::Str("x".into()));
-        assert_eq!(m["a"], MetaValue::IntArray(vec![1, 2]));
-        assert_eq!(m["b"], MetaValue::StrArray(vec!["x".into()]));
     }
 }

@@ -212,14 +212,23 @@ pub fn table_exists(conn: &Connection, db: &Path, name: &str) -> Result<bool, Pl
     .map_err(|e| classify(db, e))
 }
 
-/// A scalar metadata value from the four typed columns, read in chroma's precedence: string,
-/// int, float, bool (the first non-NULL wins).
-pub fn scalar(
-    string: ValueRef<'_>,
-    int: ValueRef<'_>,
-    float: ValueRef<'_>,
-    boolean: ValueRef<'_>,
-) -> Result<Option<MetaValue>, String> {
+/// A metadata value as the four typed columns hold it, a string borrowed from the row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Typed<'a> {
+    Str(&'a str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// The value of the four typed columns, read in chroma's precedence: string, int, float, bool
+/// (the first non-NULL wins).
+pub fn typed<'a>(
+    string: ValueRef<'a>,
+    int: ValueRef<'a>,
+    float: ValueRef<'a>,
+    boolean: ValueRef<'a>,
+) -> Result<Option<Typed<'a>>, String> {
     fn number(v: ValueRef<'_>) -> Option<f64> {
         match v {
             ValueRef::Real(x) => Some(x),
@@ -230,28 +239,43 @@ pub fn scalar(
     match string {
         ValueRef::Null => {}
         ValueRef::Text(t) => {
-            return String::from_utf8(t.to_vec())
-                .map(|s| Some(MetaValue::Str(s)))
+            return std::str::from_utf8(t)
+                .map(|s| Some(Typed::Str(s)))
                 .map_err(|_| "string value is not utf-8".to_owned());
         }
         other => return Err(format!("string value has sqlite type {:?}", other.data_type())),
     }
     match int {
         ValueRef::Null => {}
-        ValueRef::Integer(i) => return Ok(Some(MetaValue::Int(i))),
+        ValueRef::Integer(i) => return Ok(Some(Typed::Int(i))),
         other => return Err(format!("int value has sqlite type {:?}", other.data_type())),
     }
     if let ValueRef::Null = float {
     } else {
         return number(float)
-            .map(|x| Some(MetaValue::Float(x)))
+            .map(|x| Some(Typed::Float(x)))
             .ok_or_else(|| format!("float value has sqlite type {:?}", float.data_type()));
     }
     match boolean {
         ValueRef::Null => Ok(None),
-        ValueRef::Integer(i) => Ok(Some(MetaValue::Bool(i != 0))),
+        ValueRef::Integer(i) => Ok(Some(Typed::Bool(i != 0))),
         other => Err(format!("bool value has sqlite type {:?}", other.data_type())),
     }
+}
+
+/// [`typed`] as an owned value.
+pub fn scalar(
+    string: ValueRef<'_>,
+    int: ValueRef<'_>,
+    float: ValueRef<'_>,
+    boolean: ValueRef<'_>,
+) -> Result<Option<MetaValue>, String> {
+    Ok(typed(string, int, float, boolean)?.map(|value| match value {
+        Typed::Str(s) => MetaValue::Str(s.to_owned()),
+        Typed::Int(i) => MetaValue::Int(i),
+        Typed::Float(x) => MetaValue::Float(x),
+        Typed::Bool(b) => MetaValue::Bool(b),
+    }))
 }
 
 /// A sequence number: an INTEGER since chroma 1.0, an 8-byte big-endian BLOB before.
