@@ -14,8 +14,9 @@ use serde_pickle::DeOptions;
 /// The file name inside a vector segment directory.
 pub const FILE: &str = "index_metadata.pickle";
 
-/// Reads `id_to_label`. An empty map means chroma treats the segment as never persisted.
-pub fn read_id_to_label(path: &Path) -> Result<HashMap<String, u64>, PluginError> {
+/// Reads `id_to_label` as (id, label) pairs. None means chroma treats the segment as never
+/// persisted.
+pub fn read_id_to_label(path: &Path) -> Result<Vec<(String, u64)>, PluginError> {
     let bytes = std::fs::read(path).map_err(|e| PluginError::io(path, &e))?;
     parse_id_to_label(&bytes, path)
 }
@@ -25,23 +26,21 @@ pub fn read_id_to_label(path: &Path) -> Result<HashMap<String, u64>, PluginError
 /// of a chroma -> lance migration.
 #[derive(Deserialize)]
 struct PersistentData {
-    id_to_label: HashMap<String, i64>,
+    id_to_label: HashMap<String, i64, foldhash::fast::RandomState>,
 }
 
-fn parse_id_to_label(bytes: &[u8], path: &Path) -> Result<HashMap<String, u64>, PluginError> {
+fn parse_id_to_label(bytes: &[u8], path: &Path) -> Result<Vec<(String, u64)>, PluginError> {
     let corrupt = |problem: String| PluginError::corrupt(format!("{}: {problem}", path.display()));
     // serde's messages name what is wrong: "missing field `id_to_label`", "invalid type: ...".
     let data: PersistentData = serde_pickle::from_slice(bytes, DeOptions::new())
         .map_err(|e| corrupt(format!("unreadable pickle or not chroma's id map ({e})")))?;
-    let mut out = HashMap::with_capacity(data.id_to_label.len());
-    for (id, label) in data.id_to_label {
-        let label = u64::try_from(label)
-            .ok()
-            .filter(|&l| l > 0)
-            .ok_or_else(|| corrupt(format!("label of '{id}' is {label}, expected a positive int")))?;
-        out.insert(id, label);
-    }
-    Ok(out)
+    data.id_to_label
+        .into_iter()
+        .map(|(id, label)| match u64::try_from(label) {
+            Ok(label) if label > 0 => Ok((id, label)),
+            _ => Err(corrupt(format!("label of '{id}' is {label}, expected a positive int"))),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -74,8 +73,9 @@ pub(crate) mod tests {
     #[test]
     fn reads_chromas_id_map() {
         let bytes = chroma_pickle(&[("a", 1), ("b", 2)]);
-        let map = parse_id_to_label(&bytes, Path::new("x.pickle")).expect("parses");
-        assert_eq!((map["a"], map["b"], map.len()), (1, 2, 2));
+        let mut pairs = parse_id_to_label(&bytes, Path::new("x.pickle")).expect("parses");
+        pairs.sort();
+        assert_eq!(pairs, [("a".to_owned(), 1), ("b".to_owned(), 2)]);
     }
 
     #[test]

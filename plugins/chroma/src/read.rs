@@ -105,64 +105,48 @@ impl Plan {
         let has_array_table = table_exists(conn, &db, "embedding_metadata_array")?;
 
         // Persisted vectors: the pickle maps ids to labels, data_level0 maps labels to elements.
+        // Finding the labels reads all of data_level0.bin: a thread does that beside the sqlite
+        // reads.
         let cosine = collection.space == DistanceMetric::Cosine;
-        let mut level0 = None;
-        let mut vectors: HashMap<String, VectorSource> = HashMap::new();
         let segment_dir = collection.segment_dir(root);
         let pickle_path = segment_dir.join(pickle::FILE);
-        if let Some(dimension) = collection.dimension
-            && collection.vector_persisted
-            && pickle_path.is_file()
-        {
-            let id_to_label = pickle::read_id_to_label(&pickle_path)?;
-            if !id_to_label.is_empty() {
-                let files = Level0::open(&segment_dir, dimension as usize, cosine)?;
-                let mut label_to_internal = HashMap::with_capacity(files.len());
-                files.for_each_live(|internal, label| {
-                    label_to_internal.insert(label, internal as u32);
-                })?;
-                for (id, label) in id_to_label {
-                    let Some(internal) = label_to_internal.get(&label) else {
-                        return Err(corrupt_at(
-                            &segment_dir.join("data_level0.bin"),
-                            format!(
-                                "label {label} of id '{id}' (from {}) is not a live element",
-                                pickle::FILE
-                            ),
-                        ));
-                    };
-                    vectors.insert(id, VectorSource::Hnsw(*internal));
-                }
-                level0 = Some(files);
+        let persisted = collection
+            .dimension
+            .filter(|_| collection.vector_persisted && pickle_path.is_file());
+        let (mut records, level0, mut vectors) = std::thread::scope(|scope| {
+            let dir = &segment_dir;
+            let scan = persisted.map(|dimension| scope.spawn(move || scan_labels(dir, dimension as usize, cosine)));
+            let id_to_label = match persisted {
+                Some(_) => pickle::read_id_to_label(&pickle_path)?,
+                None => Vec::new(),
+            };
+            let records = segment_rows(conn, &db, collection)?;
+            let mut vectors: FastMap<String, VectorSource> = FastMap::default();
+            let (Some(scan), false) = (scan, id_to_label.is_empty()) else {
+                return Ok((records, None, vectors));
+            };
+            let (files, label_to_internal) = scan
+                .join()
+                .map_err(|_| internal(format!("{}: the label scan panicked", segment_dir.display())))??;
+            vectors.reserve(id_to_label.len());
+            for (id, label) in id_to_label {
+                let Some(internal) = label_to_internal.get(&label) else {
+                    return Err(corrupt_at(
+                        &segment_dir.join("data_level0.bin"),
+                        format!(
+                            "label {label} of id '{id}' (from {}) is not a live element",
+                            pickle::FILE
+                        ),
+                    ));
+                };
+                vectors.insert(id, VectorSource::Hnsw(*internal));
             }
-        }
+            Ok((records, Some(files), vectors))
+        })?;
         if level0.is_none() {
             // Chroma treats a segment without a persisted id map as uninitialised and replays the
             // whole log into it.
             vector_max = 0;
-        }
-
-        // The metadata segment's rows.
-        let mut records: HashMap<String, Entry> = HashMap::new();
-        {
-            let mut statement = conn
-                .prepare("SELECT id, embedding_id FROM embeddings WHERE segment_id=?1 ORDER BY id")
-                .map_err(err)?;
-            let mut rows = statement.query([&collection.metadata_segment]).map_err(err)?;
-            while let Some(row) = rows.next().map_err(err)? {
-                let offset_id: i64 = row.get(0).map_err(err)?;
-                let id: String = row.get(1).map_err(err)?;
-                records.insert(
-                    id.clone(),
-                    Entry {
-                        id,
-                        offset_id,
-                        has_base: true,
-                        metadata_ops: Vec::new(),
-                        vector: None,
-                    },
-                );
-            }
         }
 
         // The log tail; chroma replays nothing while the collection has no dimension.
@@ -518,6 +502,46 @@ impl Wanted {
             Wanted::Listed(_) => "id IN (SELECT value FROM json_each(?1))",
         }
     }
+}
+
+/// A hash map for record ids: foldhash is several times faster than the default SipHash and
+/// still seeded per process.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Opens a segment's HNSW files and maps each live element's label to its internal id.
+fn scan_labels(dir: &Path, dimension: usize, cosine: bool) -> Result<(Level0, FastMap<u64, u32>), PluginError> {
+    let files = Level0::open(dir, dimension, cosine)?;
+    let mut label_to_internal = FastMap::default();
+    label_to_internal.reserve(files.len());
+    files.for_each_live(|internal, label| {
+        label_to_internal.insert(label, internal as u32);
+    })?;
+    Ok((files, label_to_internal))
+}
+
+/// The metadata segment's records by id, in no order.
+fn segment_rows(conn: &Connection, db: &Path, collection: &Collection) -> Result<FastMap<String, Entry>, PluginError> {
+    let err = |e| classify(db, e);
+    let mut records = FastMap::default();
+    let mut statement = conn
+        .prepare("SELECT id, embedding_id FROM embeddings WHERE segment_id=?1 ORDER BY id")
+        .map_err(err)?;
+    let mut rows = statement.query([&collection.metadata_segment]).map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
+        let offset_id: i64 = row.get(0).map_err(err)?;
+        let id: String = row.get(1).map_err(err)?;
+        records.insert(
+            id.clone(),
+            Entry {
+                id,
+                offset_id,
+                has_base: true,
+                metadata_ops: Vec::new(),
+                vector: None,
+            },
+        );
+    }
+    Ok(records)
 }
 
 /// Checks one log row the way chroma would decode it, returning what the plan needs.
