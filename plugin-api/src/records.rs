@@ -1,6 +1,6 @@
 //! One record of the canonical schema as plain Rust, and the metadata rules every store follows.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// One record: what every vector store keeps.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +18,12 @@ pub struct Record {
 /// Checks that `json` is canonical metadata: an object whose values are strings, numbers,
 /// booleans, or arrays whose elements are all of one of those types.
 pub fn validate_metadata(json: &str) -> Result<(), String> {
+    parse_metadata(json).map(drop)
+}
+
+/// [`validate_metadata`], returning the object: for a store that needs the values, so that the
+/// text is parsed once.
+pub fn parse_metadata(json: &str) -> Result<Map<String, Value>, String> {
     let value: Value = serde_json::from_str(json).map_err(|e| format!("metadata is not valid JSON: {e}"))?;
     let Value::Object(map) = value else {
         return Err("metadata must be a JSON object".to_owned());
@@ -47,7 +53,7 @@ pub fn validate_metadata(json: &str) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    Ok(map)
 }
 
 /// Metadata in its canonical text form: keys sorted at every depth, numbers as written (ints stay

@@ -185,23 +185,20 @@ fn encode(record: &Record, dimension: usize) -> Result<Encoded, String> {
     }
     let mut metadata = Metadata::new();
     if let Some(text) = &record.metadata {
-        ragged_plugin_api::validate_metadata(text).map_err(|e| format!("record '{id}': {e}"))?;
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("record '{id}': {e}"))?;
-        if let serde_json::Value::Object(map) = value {
-            for (key, value) in map {
-                if key == DOCUMENT_KEY {
-                    return Err(format!(
-                        "record '{id}': metadata key '{DOCUMENT_KEY}' is reserved by chroma"
-                    ));
-                }
-                let value = MetaValue::from_json(&key, &value).map_err(|e| format!("record '{id}': {e}"))?;
-                if let MetaValue::Float(x) = value
-                    && !x.is_finite()
-                {
-                    return Err(format!("record '{id}': metadata key '{key}' is not finite"));
-                }
-                metadata.insert(key, value);
+        let map = ragged_plugin_api::parse_metadata(text).map_err(|e| format!("record '{id}': {e}"))?;
+        for (key, value) in map {
+            if key == DOCUMENT_KEY {
+                return Err(format!(
+                    "record '{id}': metadata key '{DOCUMENT_KEY}' is reserved by chroma"
+                ));
             }
+            let value = MetaValue::from_json(&key, &value).map_err(|e| format!("record '{id}': {e}"))?;
+            if let MetaValue::Float(x) = value
+                && !x.is_finite()
+            {
+                return Err(format!("record '{id}': metadata key '{key}' is not finite"));
+            }
+            metadata.insert(key, value);
         }
     }
     let metadata = encode_metadata(&metadata, record.document.as_deref()).map_err(|e| format!("record '{id}': {e}"))?;

@@ -191,14 +191,9 @@ fn promotable(key: &str) -> bool {
 /// Parses canonical metadata text (already validated by the host's rules or refused here).
 pub(crate) fn parse(text: Option<&str>, id: &str) -> Result<Option<Map<String, Value>>, PluginError> {
     let Some(text) = text else { return Ok(None) };
-    ragged_plugin_api::validate_metadata(text)
-        .map_err(|e| PluginError::invalid_input(format!("record '{id}': {e}")))?;
-    match serde_json::from_str(text) {
-        Ok(Value::Object(map)) => Ok(Some(map)),
-        _ => Err(PluginError::invalid_input(format!(
-            "record '{id}': metadata is not a JSON object"
-        ))),
-    }
+    ragged_plugin_api::parse_metadata(text)
+        .map(Some)
+        .map_err(|e| PluginError::invalid_input(format!("record '{id}': {e}")))
 }
 
 /// The metadata of every row of a foreign table's batch, built from `extra` columns.
