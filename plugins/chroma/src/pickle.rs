@@ -14,7 +14,7 @@ use serde_pickle::DeOptions;
 /// The file name inside a vector segment directory.
 pub const FILE: &str = "index_metadata.pickle";
 
-/// Reads `id_to_label` as (id, label) pairs. None means chroma treats the segment as never
+/// Reads `id_to_label` as (id, label) pairs. No pairs means chroma treats the segment as never
 /// persisted.
 pub fn read_id_to_label(path: &Path) -> Result<Vec<(String, u64)>, PluginError> {
     let bytes = std::fs::read(path).map_err(|e| PluginError::io(path, &e))?;

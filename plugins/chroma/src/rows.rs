@@ -160,30 +160,9 @@ impl<'a> RecordRows<'a> {
             RowValue::Float(x) => MetaValue::Float(*x),
             RowValue::Bool(b) => MetaValue::Bool(*b),
         };
+        // record() keeps only a non-empty run of one type, which is always an array.
         let array = |rows: &[Row]| {
-            let values = rows.iter().map(|r| scalar(&r.value));
-            match rows.first().map(|r| &r.value) {
-                Some(RowValue::Int(_)) => MetaValue::IntArray(
-                    values
-                        .filter_map(|v| if let MetaValue::Int(i) = v { Some(i) } else { None })
-                        .collect(),
-                ),
-                Some(RowValue::Float(_)) => MetaValue::FloatArray(
-                    values
-                        .filter_map(|v| if let MetaValue::Float(x) = v { Some(x) } else { None })
-                        .collect(),
-                ),
-                Some(RowValue::Bool(_)) => MetaValue::BoolArray(
-                    values
-                        .filter_map(|v| if let MetaValue::Bool(b) = v { Some(b) } else { None })
-                        .collect(),
-                ),
-                _ => MetaValue::StrArray(
-                    values
-                        .filter_map(|v| if let MetaValue::Str(s) = v { Some(s) } else { None })
-                        .collect(),
-                ),
-            }
+            MetaValue::array(rows.iter().map(|r| scalar(&r.value)).collect()).expect("a run of one scalar type")
         };
         self.values
             .iter()

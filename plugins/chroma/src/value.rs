@@ -68,71 +68,54 @@ impl MetaValue {
             Value::Bool(b) => Ok(MetaValue::Bool(*b)),
             Value::Number(n) => number(key, n),
             Value::Array(items) => {
-                let Some(first) = items.first() else {
+                if items.is_empty() {
                     return Err(format!(
                         "metadata key '{key}' is an empty array, which chroma drops (leave the key out)"
                     ));
-                };
+                }
                 let scalars = items
                     .iter()
                     .map(|item| MetaValue::from_json(key, item))
                     .collect::<Result<Vec<_>, _>>()?;
-                let mismatch = || format!("metadata key '{key}': array mixes types");
-                Ok(match MetaValue::from_json(key, first)? {
-                    MetaValue::Str(_) => MetaValue::StrArray(
-                        scalars
-                            .into_iter()
-                            .map(|v| {
-                                if let MetaValue::Str(s) = v {
-                                    Ok(s)
-                                } else {
-                                    Err(mismatch())
-                                }
-                            })
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    MetaValue::Int(_) => MetaValue::IntArray(
-                        scalars
-                            .into_iter()
-                            .map(|v| {
-                                if let MetaValue::Int(i) = v {
-                                    Ok(i)
-                                } else {
-                                    Err(mismatch())
-                                }
-                            })
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    MetaValue::Float(_) => MetaValue::FloatArray(
-                        scalars
-                            .into_iter()
-                            .map(|v| {
-                                if let MetaValue::Float(x) = v {
-                                    Ok(x)
-                                } else {
-                                    Err(mismatch())
-                                }
-                            })
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    MetaValue::Bool(_) => MetaValue::BoolArray(
-                        scalars
-                            .into_iter()
-                            .map(|v| {
-                                if let MetaValue::Bool(b) = v {
-                                    Ok(b)
-                                } else {
-                                    Err(mismatch())
-                                }
-                            })
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    _ => return Err(format!("metadata key '{key}': arrays of arrays are not allowed")),
-                })
+                if scalars[0].is_array() {
+                    return Err(format!("metadata key '{key}': arrays of arrays are not allowed"));
+                }
+                MetaValue::array(scalars).ok_or_else(|| format!("metadata key '{key}': array mixes types"))
             }
             Value::Null => Err(format!("metadata key '{key}' is null")),
             Value::Object(_) => Err(format!("metadata key '{key}' holds an object")),
         }
+    }
+
+    /// The array of these scalars, or `None` when there are none, they mix types or one is an
+    /// array itself.
+    pub fn array(items: Vec<MetaValue>) -> Option<MetaValue> {
+        fn all<T>(items: Vec<MetaValue>, take: fn(MetaValue) -> Option<T>) -> Option<Vec<T>> {
+            items.into_iter().map(take).collect()
+        }
+        match items.first()? {
+            MetaValue::Str(_) => {
+                all(items, |v| if let MetaValue::Str(s) = v { Some(s) } else { None }).map(MetaValue::StrArray)
+            }
+            MetaValue::Int(_) => {
+                all(items, |v| if let MetaValue::Int(i) = v { Some(i) } else { None }).map(MetaValue::IntArray)
+            }
+            MetaValue::Float(_) => {
+                all(items, |v| if let MetaValue::Float(x) = v { Some(x) } else { None }).map(MetaValue::FloatArray)
+            }
+            MetaValue::Bool(_) => {
+                all(items, |v| if let MetaValue::Bool(b) = v { Some(b) } else { None }).map(MetaValue::BoolArray)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this is one of the array kinds.
+    pub fn is_array(&self) -> bool {
+        matches!(
+            self,
+            MetaValue::StrArray(_) | MetaValue::IntArray(_) | MetaValue::FloatArray(_) | MetaValue::BoolArray(_)
+        )
     }
 
     /// The value as sqlite hands it back after chroma stored it: `-0.0` in a REAL column comes

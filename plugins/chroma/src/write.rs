@@ -215,10 +215,7 @@ fn collection_metadata(request: &LoadRequest) -> Result<Vec<(String, MetaValue)>
     for (key, value) in &request.collection.metadata {
         let value = MetaValue::from_json(key, value)
             .map_err(|e| PluginError::invalid_input(format!("collection metadata: {e}")))?;
-        if matches!(
-            value,
-            MetaValue::StrArray(_) | MetaValue::IntArray(_) | MetaValue::FloatArray(_) | MetaValue::BoolArray(_)
-        ) {
+        if value.is_array() {
             return Err(PluginError::invalid_input(format!(
                 "collection metadata key '{key}' is an array; chroma keeps only scalar collection metadata"
             )));
