@@ -16,6 +16,7 @@
 #![deny(unsafe_code)]
 
 pub mod hnsw;
+pub mod ids;
 pub mod layout;
 pub mod pickle;
 pub mod read;
@@ -275,7 +276,7 @@ impl Backend for ChromaStore {
 
     fn fetch(&self, collection: &str, ids: &[String]) -> Result<BatchStream, PluginError> {
         let (conn, plan) = self.plan(collection)?;
-        let positions = plan.positions(ids);
+        let positions = plan.positions(&conn, ids)?;
         Ok(BatchStream::from_reader(Batches::new(
             conn,
             plan,

@@ -23,8 +23,9 @@ use ragged_plugin_api::{DistanceMetric, ErrorCode, PluginError};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::hnsw::Level0;
+use crate::ids::Ids;
 use crate::layout::Collection;
-use crate::rows::{BatchRows, RowValue};
+use crate::rows::{BatchRows, RecordRows, RowValue};
 use crate::sqlite::{classify, seq_id, table_exists, typed};
 use crate::value::{DOCUMENT_KEY, MetaValue, metadata_to_json};
 use crate::wal::{Operation, apply_update, cosine_round_trip, decode_vector, parse_metadata, topic};
@@ -35,35 +36,63 @@ use crate::{pickle, sqlite};
 enum VectorSource {
     /// An element of `data_level0.bin` (internal id).
     Hnsw(u32),
-    /// The `vector` of a log row (seq id).
+    /// The `vector` of a log row (seq id, 1 or more).
     Log(i64),
 }
 
-/// One record of the plan.
-#[derive(Debug, Clone)]
-struct Entry {
-    id: String,
-    /// chroma's row number (`embeddings.id`): the sort key, and the key of the base metadata
-    /// when `has_base`.
+/// A packed [`VectorSource`] that is not there.
+const NO_VECTOR: i64 = i64::MIN;
+
+/// A row number that is not there: the id has no record.
+const NO_RECORD: i64 = i64::MIN;
+
+impl VectorSource {
+    /// One word: an internal id as itself, a seq id negated.
+    fn pack(self) -> i64 {
+        match self {
+            VectorSource::Hnsw(internal) => i64::from(internal),
+            VectorSource::Log(seq) => -seq,
+        }
+    }
+
+    fn unpack(word: i64) -> Option<VectorSource> {
+        match word {
+            NO_VECTOR => None,
+            0.. => Some(VectorSource::Hnsw(word as u32)),
+            _ => Some(VectorSource::Log(-word)),
+        }
+    }
+}
+
+/// One record of the plan in 16 bytes, so that a million records cost 16 MB.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    /// chroma's row number (`embeddings.id`): the sort key, and for a record of the metadata
+    /// segment the row of its id and base metadata.
     offset_id: i64,
-    has_base: bool,
-    /// Log rows whose metadata is merged into the base, in order.
-    metadata_ops: Vec<i64>,
-    vector: Option<VectorSource>,
+    /// A packed [`VectorSource`].
+    vector: i64,
 }
 
 /// The records of one collection in chroma's order, ready to be read in slices.
+///
+/// The ids of the metadata segment's records stay in SQLite and are read with each batch;
+/// only the ids of records the log adds are held here.
 pub struct Plan {
     pub collection: Collection,
-    entries: Vec<Entry>,
+    records: Vec<Record>,
+    /// The ids of the records the log adds, which are the last records of the plan.
+    log_ids: Vec<String>,
+    /// Log rows whose metadata is merged into a record's, by plan position, in order.
+    metadata_ops: FastMap<usize, Vec<i64>>,
     level0: Option<Level0>,
     db: PathBuf,
     has_array_table: bool,
     /// Log rows read while planning (for diagnostics and the storage report).
     pub log_rows: u64,
-    /// Plan positions sorted by id, built by the first fetch (a plan is shared by the calls of
-    /// one store, so a verification's fetches share it).
-    by_id: OnceLock<Vec<usize>>,
+    /// Plan positions of the log's records sorted by id, built by the first fetch (a plan is
+    /// shared by the calls of one store, so a verification's fetches share it).
+    log_by_id: OnceLock<Vec<usize>>,
 }
 
 fn corrupt_at(db: &Path, what: impl std::fmt::Display) -> PluginError {
@@ -82,6 +111,42 @@ struct LogRow {
     id: String,
     has_vector: bool,
     has_metadata: bool,
+}
+
+/// What the build knows of every id it met, by id number: chroma's two views of a collection
+/// (the metadata segment's records and the vector segment's vectors) while the log is applied
+/// to both.
+#[derive(Default)]
+struct Views {
+    ids: Ids,
+    /// The record's row number, or [`NO_RECORD`].
+    offsets: Vec<i64>,
+    /// The packed vector source, or [`NO_VECTOR`].
+    vectors: Vec<i64>,
+    metadata_ops: FastMap<usize, Vec<i64>>,
+}
+
+impl Views {
+    /// The number of `id`, which gets neither record nor vector if it is new.
+    fn number(&mut self, id: &str) -> usize {
+        let number = self.ids.insert(id) as usize;
+        self.cover_new_ids();
+        number
+    }
+
+    /// Gives ids inserted into `ids` directly (the pickle's) an empty slot.
+    fn cover_new_ids(&mut self) {
+        self.offsets.resize(self.ids.len(), NO_RECORD);
+        self.vectors.resize(self.ids.len(), NO_VECTOR);
+    }
+
+    fn has_record(&self, id: &str) -> bool {
+        self.ids.find(id).is_some_and(|n| self.offsets[n as usize] != NO_RECORD)
+    }
+
+    fn has_vector(&self, id: &str) -> bool {
+        self.ids.find(id).is_some_and(|n| self.vectors[n as usize] != NO_VECTOR)
+    }
 }
 
 impl Plan {
@@ -103,6 +168,10 @@ impl Plan {
         let metadata_max = max_seq(&collection.metadata_segment)?;
         let mut vector_max = max_seq(&collection.vector_segment)?;
         let has_array_table = table_exists(conn, &db, "embedding_metadata_array")?;
+        // Records the log adds are numbered after every row of `embeddings`.
+        let first_log_offset: i64 = conn
+            .query_row("SELECT coalesce(max(id), 0) + 1 FROM embeddings", [], |r| r.get(0))
+            .map_err(err)?;
 
         // Persisted vectors: the pickle maps ids to labels, data_level0 maps labels to elements.
         // Finding the labels reads all of data_level0.bin: a thread does that beside the sqlite
@@ -113,35 +182,36 @@ impl Plan {
         let persisted = collection
             .dimension
             .filter(|_| collection.vector_persisted && pickle_path.is_file());
-        let (mut records, level0, mut vectors) = std::thread::scope(|scope| {
+        let (level0, mut views) = std::thread::scope(|scope| {
             let dir = &segment_dir;
             let scan = persisted.map(|dimension| scope.spawn(move || scan_labels(dir, dimension as usize, cosine)));
+            let mut views = Views::default();
+            segment_rows(conn, &db, collection, &mut views)?;
             let id_to_label = match persisted {
-                Some(_) => pickle::read_id_to_label(&pickle_path)?,
+                Some(_) => pickle::read_id_to_label(&pickle_path, &mut views.ids)?,
                 None => Vec::new(),
             };
-            let records = segment_rows(conn, &db, collection)?;
-            let mut vectors: FastMap<String, VectorSource> = FastMap::default();
+            views.cover_new_ids();
             let (Some(scan), false) = (scan, id_to_label.is_empty()) else {
-                return Ok((records, None, vectors));
+                return Ok((None, views));
             };
-            let (files, label_to_internal) = scan
+            let (files, labels) = scan
                 .join()
                 .map_err(|_| internal(format!("{}: the label scan panicked", segment_dir.display())))??;
-            vectors.reserve(id_to_label.len());
-            for (id, label) in id_to_label {
-                let Some(internal) = label_to_internal.get(&label) else {
+            for (number, label) in id_to_label {
+                let Some(internal) = labels.internal(label) else {
                     return Err(corrupt_at(
                         &segment_dir.join("data_level0.bin"),
                         format!(
-                            "label {label} of id '{id}' (from {}) is not a live element",
+                            "label {label} of id '{}' (from {}) is not a live element",
+                            views.ids.get(number),
                             pickle::FILE
                         ),
                     ));
                 };
-                vectors.insert(id, VectorSource::Hnsw(*internal));
+                views.vectors[number as usize] = VectorSource::Hnsw(internal).pack();
             }
-            Ok((records, Some(files), vectors))
+            Ok((Some(files), views))
         })?;
         if level0.is_none() {
             // Chroma treats a segment without a persisted id map as uninitialised and replays the
@@ -152,10 +222,7 @@ impl Plan {
         // The log tail; chroma replays nothing while the collection has no dimension.
         let mut log_rows = 0u64;
         if let Some(dimension) = collection.dimension {
-            let mut next_offset: i64 = conn
-                .query_row("SELECT coalesce(max(id), 0) FROM embeddings", [], |r| r.get(0))
-                .map_err(err)?;
-            next_offset += 1;
+            let mut next_offset = first_log_offset;
             let start = metadata_max.min(vector_max);
             let mut statement = conn
                 .prepare(
@@ -184,29 +251,27 @@ impl Plan {
                 } = parsed;
                 if seq > metadata_max {
                     match operation {
-                        Operation::Add | Operation::Upsert if !records.contains_key(&id) => {
-                            records.insert(
-                                id.clone(),
-                                Entry {
-                                    id: id.clone(),
-                                    offset_id: next_offset,
-                                    has_base: false,
-                                    metadata_ops: if has_metadata { vec![seq] } else { Vec::new() },
-                                    vector: None,
-                                },
-                            );
+                        Operation::Add | Operation::Upsert if !views.has_record(&id) => {
+                            let n = views.number(&id);
+                            views.offsets[n] = next_offset;
                             next_offset += 1;
+                            views.metadata_ops.remove(&n);
+                            if has_metadata {
+                                views.metadata_ops.insert(n, vec![seq]);
+                            }
                         }
                         Operation::Add | Operation::BackfillFn => {}
                         Operation::Update | Operation::Upsert => {
-                            if let Some(entry) = records.get_mut(&id)
-                                && has_metadata
-                            {
-                                entry.metadata_ops.push(seq);
+                            if has_metadata && views.has_record(&id) {
+                                let n = views.number(&id);
+                                views.metadata_ops.entry(n).or_default().push(seq);
                             }
                         }
                         Operation::Delete => {
-                            records.remove(&id);
+                            if let Some(n) = views.ids.find(&id) {
+                                views.offsets[n as usize] = NO_RECORD;
+                                views.metadata_ops.remove(&(n as usize));
+                            }
                         }
                     }
                 }
@@ -220,24 +285,30 @@ impl Plan {
                             ),
                         )
                     };
+                    let from_log = VectorSource::Log(seq).pack();
                     match operation {
-                        Operation::Add if !vectors.contains_key(&id) => {
+                        Operation::Add if !views.has_vector(&id) => {
                             if !has_vector {
                                 return Err(missing());
                             }
-                            vectors.insert(id, VectorSource::Log(seq));
+                            let n = views.number(&id);
+                            views.vectors[n] = from_log;
                         }
-                        Operation::Update if has_vector && vectors.contains_key(&id) => {
-                            vectors.insert(id, VectorSource::Log(seq));
+                        Operation::Update if has_vector && views.has_vector(&id) => {
+                            let n = views.number(&id);
+                            views.vectors[n] = from_log;
                         }
                         Operation::Upsert => {
                             if !has_vector {
                                 return Err(missing());
                             }
-                            vectors.insert(id, VectorSource::Log(seq));
+                            let n = views.number(&id);
+                            views.vectors[n] = from_log;
                         }
                         Operation::Delete => {
-                            vectors.remove(&id);
+                            if let Some(n) = views.ids.find(&id) {
+                                views.vectors[n as usize] = NO_VECTOR;
+                            }
                         }
                         _ => {}
                     }
@@ -245,68 +316,142 @@ impl Plan {
             }
         }
 
-        let mut entries: Vec<Entry> = records.into_values().collect();
-        entries.sort_by_key(|e| e.offset_id);
-        if collection.dimension.is_some() {
-            for entry in &mut entries {
-                entry.vector = vectors.get(&entry.id).copied();
-                if entry.vector.is_none() {
-                    return Err(corrupt_at(
-                        &db,
-                        format!(
-                            "collection '{}': record '{}' has no vector in {} or the log",
-                            collection.name,
-                            entry.id,
-                            segment_dir.display()
-                        ),
-                    ));
-                }
-            }
-        } else if !entries.is_empty() {
+        // chroma's order: by row number.
+        let mut order: Vec<(i64, u32)> = (views.offsets.iter().enumerate())
+            .filter(|(_, offset)| **offset != NO_RECORD)
+            .map(|(n, offset)| (*offset, n as u32))
+            .collect();
+        order.sort_unstable();
+        if collection.dimension.is_none() && !order.is_empty() {
             return Err(corrupt_at(
                 &db,
                 format!("collection '{}' has records but no dimension", collection.name),
             ));
         }
+        let mut records = Vec::with_capacity(order.len());
+        let mut log_ids = Vec::new();
+        let mut metadata_ops = FastMap::default();
+        for (offset_id, n) in order {
+            let id = views.ids.get(n);
+            let vector = views.vectors[n as usize];
+            if vector == NO_VECTOR {
+                return Err(corrupt_at(
+                    &db,
+                    format!(
+                        "collection '{}': record '{id}' has no vector in {} or the log",
+                        collection.name,
+                        segment_dir.display()
+                    ),
+                ));
+            }
+            if let Some(ops) = views.metadata_ops.remove(&(n as usize)) {
+                metadata_ops.insert(records.len(), ops);
+            }
+            if offset_id >= first_log_offset {
+                log_ids.push(id.to_owned());
+            }
+            records.push(Record { offset_id, vector });
+        }
         Ok(Plan {
             collection: collection.clone(),
-            entries,
+            records,
+            log_ids,
+            metadata_ops,
             level0,
             db,
             has_array_table,
             log_rows,
-            by_id: OnceLock::new(),
+            log_by_id: OnceLock::new(),
         })
     }
 
     /// The number of records, as chroma's `count()` reports it.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.records.len()
     }
 
     /// Whether the collection has no records.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.records.is_empty()
     }
 
-    /// The ids in order.
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|e| e.id.as_str())
+    /// How many records come first from the metadata segment; the log's follow.
+    fn segment_records(&self) -> usize {
+        self.records.len() - self.log_ids.len()
     }
 
-    /// Positions of these ids in the plan (ids not found are left out).
-    pub fn positions(&self, ids: &[String]) -> Vec<usize> {
-        let by_id = self.by_id.get_or_init(|| {
-            let mut order: Vec<usize> = (0..self.entries.len()).collect();
-            order.sort_unstable_by(|&a, &b| self.entries[a].id.cmp(&self.entries[b].id));
+    /// Every id, in order.
+    pub fn ids(&self, conn: &Connection) -> Result<Vec<String>, PluginError> {
+        let mut ids = Vec::with_capacity(self.len());
+        for start in (0..self.len()).step_by(ID_CHUNK) {
+            let positions: Vec<usize> = (start..(start + ID_CHUNK).min(self.len())).collect();
+            let column = self.id_column(conn, &positions)?;
+            ids.extend(column.iter().flatten().map(str::to_owned));
+        }
+        Ok(ids)
+    }
+
+    /// The ids at these plan positions, in the order given.
+    fn id_column(&self, conn: &Connection, positions: &[usize]) -> Result<StringArray, PluginError> {
+        let rows = self.segment_rows_of(conn, positions, false)?;
+        let mut ids = StringBuilder::with_capacity(positions.len(), positions.len() * 16);
+        for &position in positions {
+            ids.append_value(self.id(&rows, position)?);
+        }
+        Ok(ids.finish())
+    }
+
+    /// The id of the record at `position`, from the batch's rows or the log's ids.
+    fn id<'a>(&'a self, rows: &'a BatchRows, position: usize) -> Result<&'a str, PluginError> {
+        match position.checked_sub(self.segment_records()) {
+            Some(tail) => Ok(&self.log_ids[tail]),
+            None => {
+                let offset = self.records[position].offset_id;
+                rows.id(offset).ok_or_else(|| {
+                    corrupt_at(
+                        &self.db,
+                        format!("row {offset} of embeddings is gone: the store changed while it was read"),
+                    )
+                })
+            }
+        }
+    }
+
+    /// Positions of these ids in the plan, in the order given (ids not found are left out).
+    pub fn positions(&self, conn: &Connection, ids: &[String]) -> Result<Vec<usize>, PluginError> {
+        let err = |e| classify(&self.db, e);
+        let list = serde_json::to_string(ids).map_err(|e| internal(format!("an id list: {e}")))?;
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT embedding_id, id FROM embeddings WHERE segment_id=?1 \
+                 AND embedding_id IN (SELECT value FROM json_each(?2))",
+            )
+            .map_err(err)?;
+        let mut rows = statement
+            .query(rusqlite::params![self.collection.metadata_segment, list])
+            .map_err(err)?;
+        let segment = &self.records[..self.segment_records()];
+        let mut found: FastMap<String, usize> = FastMap::default();
+        while let Some(row) = rows.next().map_err(err)? {
+            let offset: i64 = row.get(1).map_err(err)?;
+            // A row the log deleted is in the table but not in the plan.
+            if let Ok(position) = segment.binary_search_by_key(&offset, |r| r.offset_id) {
+                found.insert(row.get(0).map_err(err)?, position);
+            }
+        }
+        let log_by_id = self.log_by_id.get_or_init(|| {
+            let mut order: Vec<usize> = (0..self.log_ids.len()).collect();
+            order.sort_unstable_by(|&a, &b| self.log_ids[a].cmp(&self.log_ids[b]));
             order
         });
-        ids.iter()
-            .filter_map(|id| {
-                let found = by_id.binary_search_by(|&p| self.entries[p].id.as_str().cmp(id));
-                found.ok().map(|i| by_id[i])
-            })
-            .collect()
+        let in_log = |id: &str| {
+            let at = log_by_id.binary_search_by(|&tail| self.log_ids[tail].as_str().cmp(id));
+            at.ok().map(|at| segment.len() + log_by_id[at])
+        };
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.get(id.as_str()).copied().or_else(|| in_log(id)))
+            .collect())
     }
 
     /// The dimension of the batches (0 for a collection that never received a record).
@@ -321,50 +466,57 @@ impl Plan {
         let err = |e| classify(&self.db, e);
         let dimension = self.dimension() as usize;
         let cosine = self.collection.space == DistanceMetric::Cosine;
-        let entries: Vec<&Entry> = positions.iter().filter_map(|&p| self.entries.get(p)).collect();
-        let bases: Vec<i64> = entries.iter().filter(|e| e.has_base).map(|e| e.offset_id).collect();
-        let bases = self.metadata_rows(conn, &bases)?;
+        let positions: Vec<usize> = positions.iter().copied().filter(|&p| p < self.len()).collect();
+        let rows = self.segment_rows_of(conn, &positions, true)?;
         let mut json = Vec::new();
-        let mut ids = StringBuilder::with_capacity(entries.len(), entries.len() * 16);
+        let mut ids = StringBuilder::with_capacity(positions.len(), positions.len() * 16);
         let mut documents = StringBuilder::new();
         let mut metadata_json = StringBuilder::new();
-        let mut vectors: Vec<f32> = Vec::with_capacity(entries.len() * dimension);
-        for entry in &entries {
-            let rows = bases.record(if entry.has_base { entry.offset_id } else { i64::MIN });
-            let record_error = |e: String| corrupt_at(&self.db, format!("record '{}': {e}", entry.id));
-            if entry.metadata_ops.is_empty() {
-                documents.append_option(rows.document());
-                json.clear();
-                match rows.write_json(&mut json).map_err(record_error)? {
-                    true => metadata_json.append_value(String::from_utf8_lossy(&json)),
-                    false => metadata_json.append_null(),
-                }
-            } else {
-                // The log still changes this record's metadata: merge on the owned map.
-                let mut metadata = rows.to_metadata();
-                for seq in &entry.metadata_ops {
-                    let text: Option<String> = conn
-                        .prepare_cached("SELECT metadata FROM embeddings_queue WHERE seq_id=?1")
-                        .and_then(|mut s| s.query_row([seq], |r| r.get(0)))
-                        .map_err(err)?;
-                    if let Some(text) = text {
-                        let update = parse_metadata(&text)
-                            .map_err(|e| corrupt_at(&self.db, format!("embeddings_queue seq {seq}: metadata: {e}")))?;
-                        apply_update(&mut metadata, &update);
+        let mut vectors: Vec<f32> = Vec::with_capacity(positions.len() * dimension);
+        for &position in &positions {
+            let id = self.id(&rows, position)?;
+            let base = match position < self.segment_records() {
+                true => rows.record(self.records[position].offset_id),
+                false => RecordRows::empty(),
+            };
+            let record_error = |e: String| corrupt_at(&self.db, format!("record '{id}': {e}"));
+            match self.metadata_ops.get(&position) {
+                None => {
+                    documents.append_option(base.document());
+                    json.clear();
+                    match base.write_json(&mut json).map_err(record_error)? {
+                        true => metadata_json.append_value(String::from_utf8_lossy(&json)),
+                        false => metadata_json.append_null(),
                     }
                 }
-                match metadata.remove(DOCUMENT_KEY) {
-                    Some(MetaValue::Str(document)) => documents.append_value(document),
-                    _ => documents.append_null(),
+                Some(ops) => {
+                    // The log still changes this record's metadata: merge on the owned map.
+                    let mut metadata = base.to_metadata();
+                    for seq in ops {
+                        let text: Option<String> = conn
+                            .prepare_cached("SELECT metadata FROM embeddings_queue WHERE seq_id=?1")
+                            .and_then(|mut s| s.query_row([seq], |r| r.get(0)))
+                            .map_err(err)?;
+                        if let Some(text) = text {
+                            let update = parse_metadata(&text).map_err(|e| {
+                                corrupt_at(&self.db, format!("embeddings_queue seq {seq}: metadata: {e}"))
+                            })?;
+                            apply_update(&mut metadata, &update);
+                        }
+                    }
+                    match metadata.remove(DOCUMENT_KEY) {
+                        Some(MetaValue::Str(document)) => documents.append_value(document),
+                        _ => documents.append_null(),
+                    }
+                    metadata_json.append_option(metadata_to_json(&metadata).map_err(record_error)?);
                 }
-                metadata_json.append_option(metadata_to_json(&metadata).map_err(record_error)?);
             }
-            ids.append_value(&entry.id);
+            ids.append_value(id);
         }
         // Vectors: runs of persisted ones are read together, log ones one by one.
         let mut persisted: Vec<usize> = Vec::new();
-        for entry in &entries {
-            match entry.vector {
+        for &position in &positions {
+            match VectorSource::unpack(self.records[position].vector) {
                 Some(VectorSource::Hnsw(internal)) => persisted.push(internal as usize),
                 Some(VectorSource::Log(seq)) => {
                     self.append_persisted(&mut persisted, &mut vectors)?;
@@ -379,9 +531,8 @@ impl Plan {
                     }
                     vectors.extend_from_slice(&vector);
                 }
-                // Only a collection without a dimension has records without vectors, and the
-                // plan refuses those.
-                None => return Err(corrupt_at(&self.db, format!("record '{}' has no vector", entry.id))),
+                // The plan refuses records without a vector.
+                None => return Err(internal(format!("{}: a record without a vector", self.db.display()))),
             }
         }
         self.append_persisted(&mut persisted, &mut vectors)?;
@@ -419,10 +570,20 @@ impl Plan {
         Ok(())
     }
 
-    /// The metadata rows (documents included) of these rows of the metadata segment. One
-    /// statement per table whatever the number of rows.
-    fn metadata_rows(&self, conn: &Connection, rows: &[i64]) -> Result<BatchRows, PluginError> {
+    /// The rows of the metadata segment behind these plan positions: their ids, and with
+    /// `metadata` their metadata (documents included). One statement per table whatever the
+    /// number of rows.
+    fn segment_rows_of(
+        &self,
+        conn: &Connection,
+        positions: &[usize],
+        metadata: bool,
+    ) -> Result<BatchRows, PluginError> {
         let mut out = BatchRows::default();
+        let rows: Vec<i64> = (positions.iter())
+            .filter(|&&p| p < self.segment_records())
+            .map(|&p| self.records[p].offset_id)
+            .collect();
         let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
             return Ok(out);
         };
@@ -432,8 +593,16 @@ impl Plan {
             Wanted::Range(first, last)
         } else {
             // A sample's or a fetch's rows are scattered: one index lookup each.
-            Wanted::Listed(serde_json::to_string(rows).map_err(|e| internal(format!("a row list: {e}")))?)
+            Wanted::Listed(serde_json::to_string(&rows).map_err(|e| internal(format!("a row list: {e}")))?)
         };
+        let ids = format!(
+            "SELECT id, embedding_id FROM embeddings WHERE {} ORDER BY id",
+            wanted.condition()
+        );
+        self.read_ids(conn, &ids, &wanted, &mut out)?;
+        if !metadata {
+            return Ok(out);
+        }
         let columns = "SELECT id, key, string_value, int_value, float_value, bool_value";
         let scalars = format!(
             "{columns} FROM embedding_metadata WHERE {} ORDER BY id, key",
@@ -451,6 +620,19 @@ impl Plan {
         Ok(out)
     }
 
+    /// Runs an id query over the `wanted` rows of `embeddings` and adds each id to `out`.
+    fn read_ids(&self, conn: &Connection, sql: &str, wanted: &Wanted, out: &mut BatchRows) -> Result<(), PluginError> {
+        let err = |e| classify(&self.db, e);
+        let mut statement = conn.prepare_cached(sql).map_err(err)?;
+        let mut rows = wanted.query(&mut statement).map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            let row_number: i64 = row.get(0).map_err(err)?;
+            let id: &str = row.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(err)?;
+            out.push_id(row_number, id);
+        }
+        Ok(())
+    }
+
     /// Runs a metadata query over the `wanted` rows and adds each typed value to `out`.
     fn read_rows(
         &self,
@@ -462,11 +644,7 @@ impl Plan {
     ) -> Result<(), PluginError> {
         let err = |e| classify(&self.db, e);
         let mut statement = conn.prepare_cached(sql).map_err(err)?;
-        let mut rows = match wanted {
-            Wanted::Range(first, last) => statement.query([first, last]),
-            Wanted::Listed(json) => statement.query([json]),
-        }
-        .map_err(err)?;
+        let mut rows = wanted.query(&mut statement).map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
             let id: i64 = row.get(0).map_err(err)?;
             let key: &str = row.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(err)?;
@@ -487,6 +665,9 @@ impl Plan {
     }
 }
 
+/// How many ids [`Plan::ids`] reads per statement.
+const ID_CHUNK: usize = 10_000;
+
 /// The metadata rows a batch reads.
 enum Wanted {
     /// The rows `first..=last`.
@@ -496,6 +677,13 @@ enum Wanted {
 }
 
 impl Wanted {
+    fn query<'s>(&self, statement: &'s mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<rusqlite::Rows<'s>> {
+        match self {
+            Wanted::Range(first, last) => statement.query([first, last]),
+            Wanted::Listed(json) => statement.query([json]),
+        }
+    }
+
     fn condition(&self) -> &'static str {
         match self {
             Wanted::Range(..) => "id BETWEEN ?1 AND ?2",
@@ -509,39 +697,66 @@ impl Wanted {
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Opens a segment's HNSW files and maps each live element's label to its internal id.
-fn scan_labels(dir: &Path, dimension: usize, cosine: bool) -> Result<(Level0, FastMap<u64, u32>), PluginError> {
+fn scan_labels(dir: &Path, dimension: usize, cosine: bool) -> Result<(Level0, Labels), PluginError> {
     let files = Level0::open(dir, dimension, cosine)?;
-    let mut label_to_internal = FastMap::default();
-    label_to_internal.reserve(files.len());
-    files.for_each_live(|internal, label| {
-        label_to_internal.insert(label, internal as u32);
-    })?;
-    Ok((files, label_to_internal))
+    let mut pairs = Vec::with_capacity(files.len());
+    files.for_each_live(|internal, label| pairs.push((label, internal as u32)))?;
+    Ok((files, Labels::new(pairs)))
 }
 
-/// The metadata segment's records by id, in no order.
-fn segment_rows(conn: &Connection, db: &Path, collection: &Collection) -> Result<FastMap<String, Entry>, PluginError> {
+/// hnswlib labels to internal ids.
+enum Labels {
+    /// Indexed by label, `u32::MAX` where no element has it: chroma numbers labels from 1 as
+    /// it adds records, so they are dense unless many were deleted.
+    Dense(Vec<u32>),
+    /// (label, internal id) sorted by label.
+    Sparse(Vec<(u64, u32)>),
+}
+
+impl Labels {
+    fn new(mut pairs: Vec<(u64, u32)>) -> Labels {
+        let top = pairs.iter().map(|&(label, _)| label).max().unwrap_or(0);
+        match usize::try_from(top) {
+            Ok(top) if top < 2 * pairs.len() + 1024 => {
+                let mut dense = vec![u32::MAX; top + 1];
+                for (label, internal) in pairs {
+                    dense[label as usize] = internal;
+                }
+                Labels::Dense(dense)
+            }
+            _ => {
+                pairs.sort_unstable();
+                Labels::Sparse(pairs)
+            }
+        }
+    }
+
+    fn internal(&self, label: u64) -> Option<u32> {
+        match self {
+            Labels::Dense(dense) => usize::try_from(label)
+                .ok()
+                .and_then(|label| dense.get(label))
+                .copied()
+                .filter(|&internal| internal != u32::MAX),
+            Labels::Sparse(pairs) => (pairs.binary_search_by_key(&label, |&(l, _)| l).ok()).map(|at| pairs[at].1),
+        }
+    }
+}
+
+/// Adds the metadata segment's records to `views`.
+fn segment_rows(conn: &Connection, db: &Path, collection: &Collection, views: &mut Views) -> Result<(), PluginError> {
     let err = |e| classify(db, e);
-    let mut records = FastMap::default();
     let mut statement = conn
         .prepare("SELECT id, embedding_id FROM embeddings WHERE segment_id=?1 ORDER BY id")
         .map_err(err)?;
     let mut rows = statement.query([&collection.metadata_segment]).map_err(err)?;
     while let Some(row) = rows.next().map_err(err)? {
         let offset_id: i64 = row.get(0).map_err(err)?;
-        let id: String = row.get(1).map_err(err)?;
-        records.insert(
-            id.clone(),
-            Entry {
-                id,
-                offset_id,
-                has_base: true,
-                metadata_ops: Vec::new(),
-                vector: None,
-            },
-        );
+        let id: &str = row.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(err)?;
+        let n = views.number(id);
+        views.offsets[n] = offset_id;
     }
-    Ok(records)
+    Ok(())
 }
 
 /// Checks one log row the way chroma would decode it, returning what the plan needs.
@@ -624,8 +839,8 @@ pub struct Batches {
     plan: Arc<Plan>,
     cuts: Arc<Cuts>,
     schema: SchemaRef,
-    /// Emit the `id` column alone (`ExtractRequest::ids_only`): the plan has every id, so no
-    /// row, vector or log entry is read, and no thread is started.
+    /// Emit the `id` column alone (`ExtractRequest::ids_only`): only `embeddings` is read, on
+    /// this thread.
     ids_only: bool,
     /// Started by the first batch.
     reader: Option<Reader>,
@@ -700,8 +915,10 @@ impl Batches {
         let batch = self.next;
         self.next += 1;
         if self.ids_only {
-            let positions = self.cuts.positions(batch);
-            let ids = StringArray::from_iter_values(positions.iter().map(|&p| self.plan.entries[p].id.as_str()));
+            let conn = (self.conn.as_ref())
+                .ok_or_else(|| internal("an id stream without its connection".to_owned()))
+                .inspect_err(|_| self.failed = true)?;
+            let ids = (self.plan.id_column(conn, &self.cuts.positions(batch))).inspect_err(|_| self.failed = true)?;
             return RecordBatch::try_new(self.schema.clone(), vec![Arc::new(ids)])
                 .map(Some)
                 .map_err(|e| internal(format!("an id batch: {e}")));

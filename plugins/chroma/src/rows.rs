@@ -36,11 +36,12 @@ struct Row {
     value: RowValue,
 }
 
-/// The rows of a batch: scalars sorted by (row, key), array elements by (row, key, order
-/// written).
+/// The rows of a batch: ids sorted by row, scalars by (row, key), array elements by (row, key,
+/// order written).
 #[derive(Debug, Default)]
 pub struct BatchRows {
     text: String,
+    ids: Vec<(i64, Range<usize>)>,
     scalars: Vec<Row>,
     elements: Vec<Row>,
 }
@@ -80,6 +81,18 @@ impl BatchRows {
     /// The text at `range`.
     pub fn text(&self, range: &Range<usize>) -> &str {
         &self.text[range.clone()]
+    }
+
+    /// Adds the id of a row of `embeddings`; ids must come in row order.
+    pub fn push_id(&mut self, id: i64, text: &str) {
+        let text = self.push_text(text);
+        self.ids.push((id, text));
+    }
+
+    /// The id of row `id`, if it was read.
+    pub fn id(&self, id: i64) -> Option<&str> {
+        let at = self.ids.binary_search_by_key(&id, |(row, _)| *row).ok()?;
+        Some(&self.text[self.ids[at].1.clone()])
     }
 
     /// Adds a row of `embedding_metadata`; rows must come in (row, key) order.
@@ -130,6 +143,14 @@ impl BatchRows {
 }
 
 impl<'a> RecordRows<'a> {
+    /// A record without metadata rows (one the log added).
+    pub fn empty() -> RecordRows<'a> {
+        RecordRows {
+            text: "",
+            values: Vec::new(),
+        }
+    }
+
     /// The record's document: the string under [`DOCUMENT_KEY`].
     pub fn document(&self) -> Option<&'a str> {
         self.values.iter().find_map(|(key, value)| match value {

@@ -336,7 +336,7 @@ pub fn load(
                     // Records already there are replaced, never duplicated: their ids get a
                     // Delete before the new Add.
                     let plan = Plan::build(&conn, root, &collection)?;
-                    seen.extend(plan.ids().map(str::to_owned));
+                    seen.extend(plan.ids(&conn)?);
                 }
                 None => {
                     // A collection chroma created but never filled: chroma ignores its log rows
@@ -412,9 +412,13 @@ pub fn delete(root: &Path, name: &str, ids: &[String]) -> Result<u64, PluginErro
         .find(|c| c.ragged_name() == name)
         .ok_or_else(|| PluginError::not_found(format!("{}: no collection '{name}'", root.display())))?;
     let plan = Plan::build(&tx, root, &collection)?;
-    let mut present: HashSet<&str> = plan.ids().collect();
+    let mut present: HashSet<String> = plan.ids(&tx)?.into_iter().collect();
     // Only existing ids get a row: chroma would skip the others, and the log stays small.
-    let doomed: Vec<&str> = ids.iter().map(String::as_str).filter(|id| present.remove(id)).collect();
+    let doomed: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| present.remove(*id))
+        .collect();
     if doomed.is_empty() {
         return Ok(0);
     }

@@ -1467,6 +1467,12 @@ fn a_deleted_id_can_be_loaded_again() {
     );
     assert_eq!(got.iter().filter(|r| r.id == "docs-5").count(), 1);
     assert!(!got.iter().any(|r| r.id == "docs-6"));
+    // Fetching finds the new version, in the order asked, and not the deleted id.
+    let by_id = |id: &str| got.iter().find(|r| r.id == id).expect("extracted").clone();
+    assert_eq!(
+        fetched(store.as_ref(), "docs", &ids(&["docs-6", "docs-5", "docs-4"])),
+        vec![by_id("docs-5"), by_id("docs-4")]
+    );
     assert_eq!(
         store.query("docs", &back.embedding, 1).expect("queries")[0].id,
         "docs-5"
@@ -1687,18 +1693,30 @@ fn chromadb_does_not_see_what_ragged_deleted() {
     copy_dir(&root, &copy);
     // chromadb persists its HNSW files only every 1000 operations, so its pickle still maps the
     // ids it deleted: only its tables and log say they are gone.
-    let pickled = ragged_plugin_chroma::pickle::read_id_to_label(
+    let mut pickled = ragged_plugin_chroma::ids::Ids::default();
+    ragged_plugin_chroma::pickle::read_id_to_label(
         &copy
             .join(big_segment.file_name().expect("segment"))
             .join("index_metadata.pickle"),
+        &mut pickled,
     )
     .expect("pickle");
-    let pickled = |wanted: &String| pickled.iter().any(|(id, _)| id == wanted);
+    let pickled = |wanted: &String| pickled.find(wanted).is_some();
     assert!(pickled(&theirs[0]) && pickled(&doomed["big"][0]));
     let store = open(&copy, Access::ReadOnly).expect("opens");
     let big = extract(store.as_ref(), "big", 500).expect("extracts");
     assert_eq!(big.len(), expected["big"].len() - theirs.len());
     assert!(!big.iter().any(|r| theirs.contains(&r.id)));
+    // Fetching reads ids from the segment's table, which still has the rows the log deleted.
+    let (first, last) = (big.first().expect("records"), big.last().expect("records"));
+    assert_eq!(
+        fetched(
+            store.as_ref(),
+            "big",
+            &[last.id.clone(), theirs[0].clone(), first.id.clone()]
+        ),
+        vec![last.clone(), first.clone()]
+    );
     let small = extract(store.as_ref(), "small", 500).expect("extracts");
     assert!(!small.iter().any(|r| r.id == "small-9" || r.id == "small-1"));
     assert_eq!(small.len(), expected["small"].len() - 2);
