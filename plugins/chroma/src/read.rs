@@ -255,9 +255,11 @@ impl Plan {
                             let n = views.number(&id);
                             views.offsets[n] = next_offset;
                             next_offset += 1;
-                            views.metadata_ops.remove(&n);
+                            // A new record: what the log said of an earlier one by this id is gone.
                             if has_metadata {
                                 views.metadata_ops.insert(n, vec![seq]);
+                            } else {
+                                views.metadata_ops.remove(&n);
                             }
                         }
                         Operation::Add | Operation::BackfillFn => {}
