@@ -240,9 +240,8 @@ impl Bench {
                     .arg(&store)
                     .current_dir(&root),
             )?;
-            // chromadb deletes the log rows it applied, but SQLite keeps their pages (the 100k
-            // store would be 830 MB instead of 480 MB); `chroma vacuum` is chroma's own command
-            // to give them back.
+            // chromadb deletes the log rows it applied, but SQLite keeps their pages as free
+            // pages in the file; `chroma vacuum` is chroma's own command to give them back.
             crate::run(
                 Command::new(self.python.with_file_name("chroma"))
                     .args(["vacuum", "--force", "--path"])
