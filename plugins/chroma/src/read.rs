@@ -622,17 +622,32 @@ impl Plan {
         Ok(out)
     }
 
-    /// Runs an id query over the `wanted` rows of `embeddings` and adds each id to `out`.
-    fn read_ids(&self, conn: &Connection, sql: &str, wanted: &Wanted, out: &mut BatchRows) -> Result<(), PluginError> {
+    /// Runs a query over the `wanted` rows and hands each result row to `each`.
+    fn each_row(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        wanted: &Wanted,
+        mut each: impl FnMut(&rusqlite::Row<'_>) -> Result<(), PluginError>,
+    ) -> Result<(), PluginError> {
         let err = |e| classify(&self.db, e);
         let mut statement = conn.prepare_cached(sql).map_err(err)?;
         let mut rows = wanted.query(&mut statement).map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
+            each(row)?;
+        }
+        Ok(())
+    }
+
+    /// Runs an id query over the `wanted` rows of `embeddings` and adds each id to `out`.
+    fn read_ids(&self, conn: &Connection, sql: &str, wanted: &Wanted, out: &mut BatchRows) -> Result<(), PluginError> {
+        let err = |e| classify(&self.db, e);
+        self.each_row(conn, sql, wanted, |row| {
             let row_number: i64 = row.get(0).map_err(err)?;
             let id: &str = row.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(err)?;
             out.push_id(row_number, id);
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Runs a metadata query over the `wanted` rows and adds each typed value to `out`.
@@ -645,9 +660,7 @@ impl Plan {
         add: fn(&mut BatchRows, i64, Range<usize>, RowValue),
     ) -> Result<(), PluginError> {
         let err = |e| classify(&self.db, e);
-        let mut statement = conn.prepare_cached(sql).map_err(err)?;
-        let mut rows = wanted.query(&mut statement).map_err(err)?;
-        while let Some(row) = rows.next().map_err(err)? {
+        self.each_row(conn, sql, wanted, |row| {
             let id: i64 = row.get(0).map_err(err)?;
             let key: &str = row.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(err)?;
             let key = out.push_text(key);
@@ -662,8 +675,8 @@ impl Plan {
                 let value = out.value(value);
                 add(out, id, key, value);
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
