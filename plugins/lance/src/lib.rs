@@ -22,6 +22,7 @@ mod options;
 mod read;
 mod runtime;
 mod schema;
+mod seen;
 mod storage;
 mod write;
 

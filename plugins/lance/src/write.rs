@@ -12,7 +12,7 @@
 //!
 //! `delete` is Lance's delete with an `id IN (...)` filter, also after a version tag.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
@@ -33,6 +33,7 @@ use crate::options::{StoreOptions, VectorIndex};
 use crate::read::{Source, distance_type, id_filters};
 use crate::runtime::{block_on, lance_error};
 use crate::schema::{self, Layout, columns};
+use crate::seen::SeenIds;
 
 /// The prefix of the tags that mark a table's version before a load wrote into it.
 pub(crate) const TAG_PREFIX: &str = "ragged-before-v";
@@ -47,7 +48,7 @@ const COMMIT_ROWS: usize = 10_000;
 /// unchanged), instead of merging every batch against the whole table.
 pub(crate) struct Written {
     version: u64,
-    ids: HashSet<u64>,
+    ids: SeenIds,
 }
 
 /// Writes `batches` into the table `request.collection.name`.
@@ -107,8 +108,8 @@ pub(crate) fn load(
     // instead of scanning every id already written for each batch. A hash collision only costs a
     // merge.
     let earlier = written_before.lock().ok().and_then(|mut tables| tables.remove(name));
-    let mut seen: Option<HashSet<u64>> = match &target {
-        None => Some(HashSet::new()),
+    let mut seen: Option<SeenIds> = match &target {
+        None => Some(SeenIds::default()),
         Some((table, _, _)) => {
             let version = block_on(table.version())?.map_err(|e| lance_error(&context, e))?;
             earlier.filter(|w| w.version == version).map(|w| w.ids)
@@ -128,7 +129,7 @@ pub(crate) fn load(
         let parsed = parse_metadata(&batch)?;
         let fresh = seen.as_mut().is_some_and(|seen| {
             let hashes = id_hashes(&batch);
-            let fresh = !hashes.iter().any(|h| seen.contains(h));
+            let fresh = !hashes.iter().any(|&h| seen.contains(h));
             seen.extend(hashes);
             fresh
         });
