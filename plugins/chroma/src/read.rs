@@ -758,11 +758,13 @@ impl Labels {
     }
 }
 
-/// Adds the metadata segment's records to `views`.
+/// Adds the metadata segment's records to `views`, in the order of the (segment, id) index: the
+/// plan sorts by row number itself, and an `ORDER BY id` here made SQLite sort every row again in
+/// a temporary B-tree (38 MB of temp file at 1M records).
 fn segment_rows(conn: &Connection, db: &Path, collection: &Collection, views: &mut Views) -> Result<(), PluginError> {
     let err = |e| classify(db, e);
     let mut statement = conn
-        .prepare("SELECT id, embedding_id FROM embeddings WHERE segment_id=?1 ORDER BY id")
+        .prepare("SELECT id, embedding_id FROM embeddings WHERE segment_id=?1")
         .map_err(err)?;
     let mut rows = statement.query([&collection.metadata_segment]).map_err(err)?;
     while let Some(row) = rows.next().map_err(err)? {
