@@ -245,9 +245,13 @@ impl<R: Read> Machine<'_, R> {
             [Item::Dict(Dict::Top), Item::Mark, pending @ ..] | [Item::Dict(Dict::Top), pending @ ..] => pending,
             _ => return Dict::Other,
         };
-        let is_key = pending.len() % 2 == 1 && !pending.contains(&Item::Mark);
+        // The key is checked first: the scan for a mark is the only step that is not constant.
         match pending.last() {
-            Some(Item::Str(key)) if is_key && key == "id_to_label" => Dict::IdToLabel,
+            Some(Item::Str(key))
+                if key == "id_to_label" && pending.len() % 2 == 1 && !pending.contains(&Item::Mark) =>
+            {
+                Dict::IdToLabel
+            }
             _ => Dict::Other,
         }
     }
