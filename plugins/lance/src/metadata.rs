@@ -137,8 +137,9 @@ impl Promoted {
     }
 
     /// The typed columns for a batch's parsed metadata.
-    pub(crate) fn columns(&self, metadata: &[Option<Map<String, Value>>]) -> Vec<ArrayRef> {
-        let get = |row: &Option<Map<String, Value>>, key: &str| row.as_ref().and_then(|m| m.get(key)).cloned();
+    pub(crate) fn columns<'a>(&self, metadata: &'a [Option<Map<String, Value>>]) -> Vec<ArrayRef> {
+        // Borrowed: a value is read where it was parsed, never cloned.
+        let get = |row: &'a Option<Map<String, Value>>, key: &str| row.as_ref().and_then(|m| m.get(key));
         self.keys
             .iter()
             .map(|(key, kind)| -> ArrayRef {
@@ -165,9 +166,9 @@ impl Promoted {
                         Arc::new(b.finish())
                     }
                     Kind::Str => {
-                        let mut b = StringBuilder::new();
+                        let mut b = StringBuilder::with_capacity(metadata.len(), metadata.len() * 16);
                         metadata.iter().for_each(|r| {
-                            b.append_option(get(r, key).and_then(|v| v.as_str().map(str::to_owned)));
+                            b.append_option(get(r, key).and_then(Value::as_str));
                         });
                         Arc::new(b.finish())
                     }
