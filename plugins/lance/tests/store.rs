@@ -420,19 +420,19 @@ fn deleted_records_leave_every_read_and_come_back_when_loaded_again() {
 fn deleting_every_record_in_many_filters_leaves_an_empty_table() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_with(dir.path(), Access::ReadWrite, &[]).expect("opens");
-    let all = records(700, 4, 0);
+    let all = records(2100, 4, 0);
     store
         .load(
             &request("t", 4, DistanceMetric::Cosine, LoadMode::Create),
             stream(&all, 4),
         )
         .expect("creates");
-    // More ids than one filter takes, absent ones mixed in.
+    // More ids than one filter takes (4096), absent ones mixed in.
     let every: Vec<String> = all
         .iter()
         .flat_map(|r| [r.id.clone(), format!("{}-absent", r.id)])
         .collect();
-    assert_eq!(store.delete("t", &every).expect("deletes"), 700);
+    assert_eq!(store.delete("t", &every).expect("deletes"), 2100);
     let empty = store.describe("t").expect("describes");
     assert_eq!(
         (empty.dimension, empty.metric, empty.count),
@@ -447,4 +447,31 @@ fn deleting_every_record_in_many_filters_leaves_an_empty_table() {
         )
         .expect("loads");
     assert_bit_exact(&extract_all(store.as_ref(), "t", 0), &all[..3]);
+}
+
+#[test]
+fn a_fetch_of_more_ids_than_one_filter_holds_keeps_the_order_asked() {
+    // One `IN (...)` filter holds 4096 ids; this fetch needs two.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_with(dir.path(), Access::ReadWrite, &[]).expect("opens");
+    let all = records(5000, 2, 0);
+    store
+        .load(
+            &request("many", 2, DistanceMetric::L2, LoadMode::Create),
+            stream(&all, 2),
+        )
+        .expect("loads");
+    // Six records of every seven (4285), last first, with five ids that do not exist in between.
+    let wanted: Vec<Record> = (all.iter().rev().enumerate())
+        .filter(|(i, _)| i % 7 != 0)
+        .map(|(_, r)| r.clone())
+        .collect();
+    let mut asked = Vec::new();
+    for (i, record) in wanted.iter().enumerate() {
+        asked.push(record.id.clone());
+        if i % 1000 == 0 {
+            asked.push(format!("absent-{i}"));
+        }
+    }
+    assert_bit_exact(&fetch_all(store.as_ref(), "many", &asked), &wanted);
 }
