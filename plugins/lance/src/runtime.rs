@@ -10,6 +10,7 @@ use futures::StreamExt;
 use lancedb::arrow::SendableRecordBatchStream;
 use ragged_plugin_api::{ErrorCode, PluginError};
 use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
 
 /// The runtime every lancedb call runs on. A cdylib cannot share the host's tokio (separate
 /// statics), so the plugin owns one for the life of the process; it is never dropped.
@@ -31,6 +32,15 @@ fn runtime() -> Result<&'static Runtime, PluginError> {
 /// Runs a future to completion on the plugin runtime.
 pub(crate) fn block_on<F: Future>(future: F) -> Result<F::Output, PluginError> {
     Ok(runtime()?.block_on(future))
+}
+
+/// Starts a future on the plugin runtime; `block_on` its handle waits for the output.
+pub(crate) fn spawn<F>(future: F) -> Result<JoinHandle<F::Output>, PluginError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    Ok(runtime()?.spawn(future))
 }
 
 /// A lancedb stream read synchronously, one batch per `next()`, with a conversion applied to every

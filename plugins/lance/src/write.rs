@@ -1,28 +1,30 @@
 //! `load`: canonical batches into a LanceDB table; `delete`: records out of one.
 //!
-//! Every write is an atomic Lance commit keyed on `id`: the first batch of a new table creates
+//! Every write is an atomic Lance commit keyed on `id`: the first batches of a new table create
 //! it, and a batch with ids that may already be in the table is a `merge_insert` (update all
 //! columns when matched, insert otherwise), so a batch replayed after a crash replaces instead of
 //! duplicating. The shortcut: into a table this store's loads created, batches whose ids they have
-//! not written yet are appended, up to [`COMMIT_ROWS`] rows per commit (each commit writes a data
-//! file and a manifest, so fewer and larger ones load faster and read faster). Before the first
-//! write into an existing table its current version is tagged `ragged-before-v<N>`, so the
-//! pre-migration state can be restored with `tbl.restore(tag)` and is never pruned.
-//! Optionally a vector index with the collection's metric is built once the table is large enough.
+//! not written yet are appended, all of a load's in one commit. Lance writes a commit while the
+//! load still receives its batches ([`Commit`]), so encoding and writing overlap with the source.
+//! Before the first write into an existing table its current version is tagged
+//! `ragged-before-v<N>`, so the pre-migration state can be restored with `tbl.restore(tag)` and is
+//! never pruned. Optionally a vector index with the collection's metric is built once the table
+//! is large enough.
 //!
 //! `delete` is Lance's delete with an `id IN (...)` filter, also after a version tag.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchIterator, RecordBatchReader, UInt32Array};
-use arrow_schema::SchemaRef;
+use arrow_schema::{ArrowError, SchemaRef};
 use lancedb::database::CreateTableMode;
 use lancedb::index::Index;
 use lancedb::index::vector::IvfHnswSqIndexBuilder;
-use lancedb::table::AddDataMode;
+use lancedb::table::{AddDataMode, NaNVectorBehavior};
 use lancedb::{Connection, Table};
 use ragged_plugin_api::arrow::check_schema;
 use ragged_plugin_api::{BatchStream, ErrorCode, LoadMode, LoadRequest, LoadSummary, PluginError};
@@ -31,16 +33,15 @@ use serde_json::{Map, Value};
 use crate::metadata::{self, Promoted};
 use crate::options::{StoreOptions, VectorIndex};
 use crate::read::{Source, distance_type, id_filters};
-use crate::runtime::{block_on, lance_error};
+use crate::runtime::{block_on, lance_error, spawn};
 use crate::schema::{self, Layout, columns};
 use crate::seen::SeenIds;
 
 /// The prefix of the tags that mark a table's version before a load wrote into it.
 pub(crate) const TAG_PREFIX: &str = "ragged-before-v";
 
-/// Rows appended in one commit at most: 10 000 records of 384 floats with their documents are
-/// about 20 MB in memory.
-const COMMIT_ROWS: usize = 10_000;
+/// Batches handed to a [`Commit`] that Lance has not taken yet.
+const COMMIT_QUEUE: usize = 2;
 
 /// The ids (as 64-bit hashes) a store's loads wrote into a table one of them created, and the
 /// table's version after the last of them. The host loads a migration in several calls; the next
@@ -72,51 +73,52 @@ pub(crate) fn load(
         )));
     }
 
-    let mut target: Option<(Table, SchemaRef, Promoted)> = match block_on(db.open_table(name).execute())? {
-        Ok(table) => {
-            if request.mode == LoadMode::Create {
-                return Err(PluginError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("{context} already exists (load mode create needs a new collection)"),
-                ));
+    let (mut table, mut shape): (Option<Table>, Option<(SchemaRef, Promoted)>) =
+        match block_on(db.open_table(name).execute())? {
+            Ok(table) => {
+                if request.mode == LoadMode::Create {
+                    return Err(PluginError::new(
+                        ErrorCode::AlreadyExists,
+                        format!("{context} already exists (load mode create needs a new collection)"),
+                    ));
+                }
+                let table_schema = block_on(table.schema())?.map_err(|e| lance_error(&context, e))?;
+                let layout = Layout::resolve(name, &table_schema, &options.columns)?;
+                refuse_foreign(&layout, &context)?;
+                if layout.dimension != dimension {
+                    return Err(PluginError::invalid_input(format!(
+                        "{context} holds vectors of {} dimensions, the records have {dimension}",
+                        layout.dimension
+                    )));
+                }
+                tag_current_version(&table, &context)?;
+                (Some(table), Some((table_schema, layout.promoted)))
             }
-            let table_schema = block_on(table.schema())?.map_err(|e| lance_error(&context, e))?;
-            let layout = Layout::resolve(name, &table_schema, &options.columns)?;
-            refuse_foreign(&layout, &context)?;
-            if layout.dimension != dimension {
-                return Err(PluginError::invalid_input(format!(
-                    "{context} holds vectors of {} dimensions, the records have {dimension}",
-                    layout.dimension
-                )));
+            Err(lancedb::Error::TableNotFound { .. }) => {
+                if request.mode == LoadMode::Append {
+                    return Err(PluginError::not_found(format!(
+                        "{context} does not exist (load mode append needs an existing collection)"
+                    )));
+                }
+                (None, None)
             }
-            tag_current_version(&table, &context)?;
-            Some((table, table_schema, layout.promoted))
-        }
-        Err(lancedb::Error::TableNotFound { .. }) => {
-            if request.mode == LoadMode::Append {
-                return Err(PluginError::not_found(format!(
-                    "{context} does not exist (load mode append needs an existing collection)"
-                )));
-            }
-            None
-        }
-        Err(error) => return Err(lance_error(&context, error)),
-    };
+            Err(error) => return Err(lance_error(&context, error)),
+        };
 
     // Ids written into a table this store's loads created, as 64-bit hashes: a batch none of
     // whose ids were seen is appended instead of merged, which keeps loading a new table linear
     // instead of scanning every id already written for each batch. A hash collision only costs a
     // merge.
     let earlier = written_before.lock().ok().and_then(|mut tables| tables.remove(name));
-    let mut seen: Option<SeenIds> = match &target {
+    let mut seen: Option<SeenIds> = match &table {
         None => Some(SeenIds::default()),
-        Some((table, _, _)) => {
+        Some(table) => {
             let version = block_on(table.version())?.map_err(|e| lance_error(&context, e))?;
             earlier.filter(|w| w.version == version).map(|w| w.ids)
         }
     };
-    // Fresh batches waiting for their append, in the table's schema.
-    let mut pending: Vec<RecordBatch> = Vec::new();
+    // The create or append that fresh batches go to, open until a batch must be merged.
+    let mut commit: Option<Commit> = None;
     let mut written = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| PluginError::invalid_input(format!("{context}: reading records: {e}")))?;
@@ -133,39 +135,48 @@ pub(crate) fn load(
             seen.extend(hashes);
             fresh
         });
-        match &target {
+        let (table_schema, promoted) = match &shape {
+            Some(shape) => shape,
+            // A new table: the first batch decides which metadata keys get columns of their own.
             None => {
                 let promoted = Promoted::infer(&parsed);
-                let table_schema = schema::ragged_schema(&request.collection, &promoted)?;
-                let rows = table_batch(&table_schema, &promoted, &batch, &parsed)?;
-                let table = block_on(db.create_table(name, rows).mode(CreateTableMode::Create).execute())?
-                    .map_err(|e| lance_error(&context, e))?;
-                target = Some((table, table_schema, promoted));
+                shape.insert((schema::ragged_schema(&request.collection, &promoted)?, promoted))
             }
-            Some((table, table_schema, promoted)) if fresh => {
-                pending.push(table_batch(table_schema, promoted, &batch, &parsed)?);
-                if pending.iter().map(RecordBatch::num_rows).sum::<usize>() >= COMMIT_ROWS {
-                    append(table, &mut pending, &context)?;
-                }
-            }
-            Some((table, table_schema, promoted)) => {
-                // The appends before it first: this batch may replace some of their records.
-                append(table, &mut pending, &context)?;
-                let rows = table_batch(table_schema, promoted, &batch, &parsed)?;
-                let source: Box<dyn RecordBatchReader + Send> =
-                    Box::new(RecordBatchIterator::new([Ok(rows)], table_schema.clone()));
-                let mut merge = table.merge_insert(&[columns::ID]);
-                merge.when_matched_update_all(None).when_not_matched_insert_all();
-                block_on(merge.execute(source))?.map_err(|e| lance_error(&context, e))?;
-            }
+        };
+        let rows = table_batch(table_schema, promoted, &batch, &parsed)?;
+        if fresh {
+            let open = match commit.take() {
+                Some(open) => open,
+                None => match &table {
+                    Some(table) => Commit::append(table, table_schema.clone())?,
+                    None => Commit::create(db, name, table_schema.clone())?,
+                },
+            };
+            commit = Some(open.send(rows, &context)?);
+            continue;
         }
+        // The appends before it first: this batch may replace some of their records.
+        if let Some(open) = commit.take() {
+            table = Some(open.finish(&context)?);
+        }
+        let Some(table) = &table else {
+            return Err(PluginError::new(
+                ErrorCode::Internal,
+                format!("{context}: a batch to merge into a table that was never created"),
+            ));
+        };
+        let source: Box<dyn RecordBatchReader + Send> =
+            Box::new(RecordBatchIterator::new([Ok(rows)], table_schema.clone()));
+        let mut merge = table.merge_insert(&[columns::ID]);
+        merge.when_matched_update_all(None).when_not_matched_insert_all();
+        block_on(merge.execute(source))?.map_err(|e| lance_error(&context, e))?;
     }
 
-    let table = match target {
-        Some((table, _, _)) => {
-            append(&table, &mut pending, &context)?;
-            table
-        }
+    if let Some(open) = commit.take() {
+        table = Some(open.finish(&context)?);
+    }
+    let table = match table {
+        Some(table) => table,
         None => {
             let table_schema = schema::ragged_schema(&request.collection, &Promoted::default())?;
             block_on(db.create_empty_table(name, table_schema).execute())?.map_err(|e| lance_error(&context, e))?
@@ -183,14 +194,118 @@ pub(crate) fn load(
     })
 }
 
-/// Appends the `pending` batches (in the table's schema) to `table` in one commit.
-fn append(table: &Table, pending: &mut Vec<RecordBatch>, context: &str) -> Result<(), PluginError> {
-    if pending.is_empty() {
-        return Ok(());
+/// One Lance commit in progress: a create or an append that Lance writes on the plugin runtime
+/// while the load goes on receiving and shaping the next batches. Dropped before
+/// [`Commit::finish`] (an error stopped the load), it fails the write, so nothing of it is
+/// committed.
+struct Commit {
+    /// The write's input; `None` once it has ended.
+    input: Option<SyncSender<Result<RecordBatch, ArrowError>>>,
+    write: tokio::task::JoinHandle<lancedb::Result<Table>>,
+    /// For a create: the database and the table's name, to clear what a failed create leaves.
+    creating: Option<(Connection, String)>,
+}
+
+impl Commit {
+    /// Creates the table `name` from the batches sent.
+    fn create(db: &Connection, name: &str, table_schema: SchemaRef) -> Result<Self, PluginError> {
+        let (input, batches) = Self::input(table_schema);
+        let create = db.create_table(name, batches).mode(CreateTableMode::Create);
+        let mut commit = Self::start(input, async move { create.execute().await })?;
+        commit.creating = Some((db.clone(), name.to_owned()));
+        Ok(commit)
     }
-    let rows = std::mem::take(pending);
-    block_on(table.add(rows).mode(AddDataMode::Append).execute())?.map_err(|e| lance_error(context, e))?;
-    Ok(())
+
+    /// Appends the batches sent to `table`.
+    fn append(table: &Table, table_schema: SchemaRef) -> Result<Self, PluginError> {
+        let (input, batches) = Self::input(table_schema);
+        let table = table.clone();
+        Self::start(input, async move {
+            // lancedb refuses NaN in an append only (not in a create or a merge); kept, so that
+            // every vector arrives bit-exact whichever write carries it.
+            let add = table.add(batches).mode(AddDataMode::Append);
+            add.on_nan_vectors(NaNVectorBehavior::Keep).execute().await?;
+            Ok(table)
+        })
+    }
+
+    /// A queue of batches and the reader Lance takes them from (on a thread of its runtime).
+    fn input(
+        table_schema: SchemaRef,
+    ) -> (
+        SyncSender<Result<RecordBatch, ArrowError>>,
+        Box<dyn RecordBatchReader + Send>,
+    ) {
+        let (input, queue) = sync_channel(COMMIT_QUEUE);
+        (input, Box::new(RecordBatchIterator::new(queue, table_schema)))
+    }
+
+    fn start(
+        input: SyncSender<Result<RecordBatch, ArrowError>>,
+        write: impl Future<Output = lancedb::Result<Table>> + Send + 'static,
+    ) -> Result<Self, PluginError> {
+        Ok(Commit {
+            input: Some(input),
+            write: spawn(write)?,
+            creating: None,
+        })
+    }
+
+    /// Hands `rows` (in the table's schema) to the write. A write that has stopped takes no
+    /// more: its error is returned instead.
+    fn send(self, rows: RecordBatch, context: &str) -> Result<Self, PluginError> {
+        let taken = self.input.as_ref().is_some_and(|input| input.send(Ok(rows)).is_ok());
+        match taken {
+            true => Ok(self),
+            false => Err(self.finish(context).err().unwrap_or_else(|| {
+                PluginError::new(
+                    ErrorCode::Internal,
+                    format!("{context}: the write ended before its input"),
+                )
+            })),
+        }
+    }
+
+    /// Ends the input and waits for Lance to commit what it received.
+    fn finish(mut self, context: &str) -> Result<Table, PluginError> {
+        self.input = None;
+        let written = match block_on(&mut self.write)? {
+            Ok(Ok(table)) => Ok(table),
+            Ok(Err(error)) => Err(lance_error(context, error)),
+            Err(stopped) => Err(PluginError::new(
+                ErrorCode::Internal,
+                format!("{context}: the write stopped: {stopped}"),
+            )),
+        };
+        if written.is_err() {
+            self.clear_failed_create();
+        }
+        written
+    }
+
+    /// A failed create leaves a table directory with data files and no version, which lancedb
+    /// still lists as a table: it is removed, unless a table opens there after all.
+    fn clear_failed_create(&self) {
+        if let Some((db, name)) = &self.creating {
+            let _ = block_on(async {
+                if let Err(lancedb::Error::TableNotFound { .. }) = db.open_table(name).execute().await {
+                    let _ = db.drop_table(name, &[]).await;
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Commit {
+    fn drop(&mut self) {
+        if let Some(input) = self.input.take() {
+            // An error as the last batch makes Lance fail the write instead of committing it.
+            let _ = input.send(Err(ArrowError::ExternalError("the load stopped before its end".into())));
+            drop(input);
+            let _ = block_on(&mut self.write);
+            self.clear_failed_create();
+        }
+    }
 }
 
 /// Removes the rows with `ids` from a table ragged wrote and returns how many there were. Each

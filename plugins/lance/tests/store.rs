@@ -201,8 +201,9 @@ fn the_loads_of_a_migration_append_new_ids_in_few_commits_and_merge_replays() {
     load(store.as_ref(), LoadMode::Create, &all[..150]);
     load(store.as_ref(), LoadMode::Upsert, &all[150..]);
     let versions = |store: &dyn Backend| store.describe("t").expect("describes").extras["lance_versions"].clone();
-    // The first batch creates the table, the rest of each load is one append: not one merge per batch.
-    assert_eq!(versions(store.as_ref()), 3);
+    // The first load creates the table and the second appends: one commit each, not one merge
+    // per batch.
+    assert_eq!(versions(store.as_ref()), 2);
     assert_eq!(extract_all(store.as_ref(), "t", 0), all);
 
     // Replays, by the same store and by a fresh one, replace instead of duplicating.
@@ -216,6 +217,61 @@ fn the_loads_of_a_migration_append_new_ids_in_few_commits_and_merge_replays() {
     assert_eq!(got.len(), 300);
     let r100 = got.iter().find(|r| r.id == "r0100").expect("r0100");
     assert_eq!(r100.document.as_deref(), Some("replayed"));
+}
+
+#[test]
+fn a_load_stopped_by_a_bad_record_commits_none_of_its_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_with(dir.path(), Access::ReadWrite, &[]).expect("opens");
+    // The bad record comes batches after the first: Lance is already writing those.
+    let mut bad = records(300, 4, 0);
+    bad[250].metadata = Some(r#"{"a": null}"#.into());
+    let load = |name: &str, mode, records: &[Record]| {
+        store.load(&request(name, 4, DistanceMetric::L2, mode), stream(records, 4))
+    };
+
+    // Into a new table: no table at all, and the name stays free.
+    let error = load("new", LoadMode::Create, &bad).expect_err("bad metadata");
+    assert!(error.message.contains("record 'r0250'"), "{error}");
+    assert_eq!(store.list_collections().expect("lists"), Vec::<String>::new());
+    load("new", LoadMode::Create, &bad[..100]).expect("the name is still free");
+    assert_eq!(store.count("new").expect("counts"), 100);
+
+    // Appending to a table the store's loads created: the table as it was, not one more version.
+    let versions = || store.describe("new").expect("describes").extras["lance_versions"].clone();
+    let before = (versions(), extract_all(store.as_ref(), "new", 0));
+    let error = load("new", LoadMode::Upsert, &bad[100..]).expect_err("bad metadata");
+    assert!(error.message.contains("record 'r0250'"), "{error}");
+    assert_eq!((versions(), extract_all(store.as_ref(), "new", 0)), before);
+}
+
+#[test]
+fn vectors_with_nan_survive_bit_exact_in_a_create_an_append_and_a_merge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_with(dir.path(), Access::ReadWrite, &[]).expect("opens");
+    let mut all = records(200, 4, 0);
+    // A NaN with a payload, infinities and a negative zero: only the bits say they survived.
+    for (i, record) in all.iter_mut().enumerate().filter(|(i, _)| i % 40 == 7) {
+        record.embedding = vec![
+            f32::from_bits(0x7fc0_0000 | i as u32),
+            f32::INFINITY,
+            -0.0,
+            f32::NEG_INFINITY,
+        ];
+    }
+    let load = |mode, records: &[Record]| {
+        store
+            .load(&request("t", 4, DistanceMetric::L2, mode), stream(records, 4))
+            .expect("loads")
+    };
+    load(LoadMode::Create, &all[..100]);
+    load(LoadMode::Upsert, &all[100..]);
+    // A replay: merged, since these ids are in the table.
+    load(LoadMode::Upsert, &all[40..90]);
+    // A merge moves the rows it replaces to the end of the table.
+    let mut got = extract_all(store.as_ref(), "t", 0);
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_bit_exact(&got, &all);
 }
 
 #[test]
