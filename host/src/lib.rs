@@ -20,8 +20,10 @@
 //! - [`records`]: reading canonical batches on the host side (digests, comparisons).
 //! - [`tree`]: digests of directory trees (proof that a store was left unchanged).
 //! - [`output`]: the one place that prints.
+//! - [`allocator`]: the settings of glibc's malloc, and handing freed memory back.
 //! - `fuzzing` (not API): entry points for the fuzz targets in `tests/fuzz`.
 
+pub mod allocator;
 pub mod backup;
 pub mod benchmark;
 pub mod cleanup;

@@ -64,14 +64,69 @@ impl VectorSource {
     }
 }
 
-/// One record of the plan in 16 bytes, so that a million records cost 16 MB.
-#[derive(Debug, Clone, Copy)]
-struct Record {
-    /// chroma's row number (`embeddings.id`): the sort key, and for a record of the metadata
-    /// segment the row of its id and base metadata.
-    offset_id: i64,
-    /// A packed [`VectorSource`].
-    vector: i64,
+/// The plan's records by position in about four bytes each (4 MB at a million records): chroma's
+/// row numbers as runs of consecutive rows (a collection nobody deleted from is one run), and
+/// the element of `data_level0.bin` that holds each vector, the vectors still only in the log
+/// aside.
+#[derive(Default)]
+struct Records {
+    /// (first position, its row number) of each run of consecutive row numbers. A row number is
+    /// chroma's `embeddings.id`: the sort key, and for a record of the metadata segment the row of
+    /// its id and base metadata.
+    runs: Vec<(usize, i64)>,
+    /// The element holding each record's vector, or [`IN_LOG`].
+    elements: Vec<u32>,
+    /// The log row (seq id) holding the vector of each record marked [`IN_LOG`], by position.
+    log_vectors: FastMap<usize, i64>,
+}
+
+/// Not an element: the record's vector is in the log.
+const IN_LOG: u32 = u32::MAX;
+
+impl Records {
+    /// Adds the next record; row numbers must ascend.
+    fn push(&mut self, offset_id: i64, vector: VectorSource) {
+        let position = self.elements.len();
+        let continues = (self.runs.last()).is_some_and(|&(first, row)| row + (position - first) as i64 == offset_id);
+        if !continues {
+            self.runs.push((position, offset_id));
+        }
+        match vector {
+            VectorSource::Hnsw(element) => self.elements.push(element),
+            VectorSource::Log(seq) => {
+                self.elements.push(IN_LOG);
+                self.log_vectors.insert(position, seq);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.elements.len()
+    }
+
+    /// The row number of the record at `position` (which must be below `len`).
+    fn offset_id(&self, position: usize) -> i64 {
+        let run = self.runs.partition_point(|&(first, _)| first <= position) - 1;
+        let (first, row) = self.runs[run];
+        row + (position - first) as i64
+    }
+
+    /// Where the vector of the record at `position` is.
+    fn vector(&self, position: usize) -> Option<VectorSource> {
+        match self.elements.get(position).copied()? {
+            IN_LOG => self.log_vectors.get(&position).map(|&seq| VectorSource::Log(seq)),
+            element => Some(VectorSource::Hnsw(element)),
+        }
+    }
+
+    /// The position of the record with row number `offset_id`, if it is among the first `within`.
+    fn position_of_row(&self, offset_id: i64, within: usize) -> Option<usize> {
+        let run = self.runs.partition_point(|&(_, row)| row <= offset_id).checked_sub(1)?;
+        let (first, row) = self.runs[run];
+        let end = self.runs.get(run + 1).map_or(self.len(), |&(next, _)| next);
+        let position = first + usize::try_from(offset_id - row).ok()?;
+        (position < end.min(within)).then_some(position)
+    }
 }
 
 /// The records of one collection in chroma's order, ready to be read in slices.
@@ -80,7 +135,7 @@ struct Record {
 /// only the ids of records the log adds are held here.
 pub struct Plan {
     pub collection: Collection,
-    records: Vec<Record>,
+    records: Records,
     /// The ids of the records the log adds, which are the last records of the plan.
     log_ids: Vec<String>,
     /// Log rows whose metadata is merged into a record's, by plan position, in order.
@@ -330,13 +385,12 @@ impl Plan {
                 format!("collection '{}' has records but no dimension", collection.name),
             ));
         }
-        let mut records = Vec::with_capacity(order.len());
+        let mut records = Records::default();
         let mut log_ids = Vec::new();
         let mut metadata_ops = FastMap::default();
         for (offset_id, n) in order {
             let id = views.ids.get(n);
-            let vector = views.vectors[n as usize];
-            if vector == NO_VECTOR {
+            let Some(vector) = VectorSource::unpack(views.vectors[n as usize]) else {
                 return Err(corrupt_at(
                     &db,
                     format!(
@@ -345,14 +399,14 @@ impl Plan {
                         segment_dir.display()
                     ),
                 ));
-            }
+            };
             if let Some(ops) = views.metadata_ops.remove(&(n as usize)) {
                 metadata_ops.insert(records.len(), ops);
             }
             if offset_id >= first_log_offset {
                 log_ids.push(id.to_owned());
             }
-            records.push(Record { offset_id, vector });
+            records.push(offset_id, vector);
         }
         Ok(Plan {
             collection: collection.clone(),
@@ -374,7 +428,7 @@ impl Plan {
 
     /// Whether the collection has no records.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.records.len() == 0
     }
 
     /// How many records come first from the metadata segment; the log's follow.
@@ -408,7 +462,7 @@ impl Plan {
         match position.checked_sub(self.segment_records()) {
             Some(tail) => Ok(&self.log_ids[tail]),
             None => {
-                let offset = self.records[position].offset_id;
+                let offset = self.records.offset_id(position);
                 rows.id(offset).ok_or_else(|| {
                     corrupt_at(
                         &self.db,
@@ -432,12 +486,11 @@ impl Plan {
         let mut rows = statement
             .query(rusqlite::params![self.collection.metadata_segment, list])
             .map_err(err)?;
-        let segment = &self.records[..self.segment_records()];
         let mut found: FastMap<String, usize> = FastMap::default();
         while let Some(row) = rows.next().map_err(err)? {
             let offset: i64 = row.get(1).map_err(err)?;
             // A row the log deleted is in the table but not in the plan.
-            if let Ok(position) = segment.binary_search_by_key(&offset, |r| r.offset_id) {
+            if let Some(position) = self.records.position_of_row(offset, self.segment_records()) {
                 found.insert(row.get(0).map_err(err)?, position);
             }
         }
@@ -448,7 +501,7 @@ impl Plan {
         });
         let in_log = |id: &str| {
             let at = log_by_id.binary_search_by(|&tail| self.log_ids[tail].as_str().cmp(id));
-            at.ok().map(|at| segment.len() + log_by_id[at])
+            at.ok().map(|at| self.segment_records() + log_by_id[at])
         };
         Ok(ids
             .iter()
@@ -478,7 +531,7 @@ impl Plan {
         for &position in &positions {
             let id = self.id(&rows, position)?;
             let base = match position < self.segment_records() {
-                true => rows.record(self.records[position].offset_id),
+                true => rows.record(self.records.offset_id(position)),
                 false => RecordRows::empty(),
             };
             let record_error = |e: String| corrupt_at(&self.db, format!("record '{id}': {e}"));
@@ -518,7 +571,7 @@ impl Plan {
         // Vectors: runs of persisted ones are read together, log ones one by one.
         let mut persisted: Vec<usize> = Vec::new();
         for &position in &positions {
-            match VectorSource::unpack(self.records[position].vector) {
+            match self.records.vector(position) {
                 Some(VectorSource::Hnsw(internal)) => persisted.push(internal as usize),
                 Some(VectorSource::Log(seq)) => {
                     self.append_persisted(&mut persisted, &mut vectors)?;
@@ -584,7 +637,7 @@ impl Plan {
         let mut out = BatchRows::default();
         let rows: Vec<i64> = (positions.iter())
             .filter(|&&p| p < self.segment_records())
-            .map(|&p| self.records[p].offset_id)
+            .map(|&p| self.records.offset_id(p))
             .collect();
         let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
             return Ok(out);
@@ -983,5 +1036,46 @@ impl Iterator for Batches {
 impl ragged_plugin_api::arrow::arrow_array::RecordBatchReader for Batches {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// The runs answer what a list of (row number, vector) per record would.
+        #[test]
+        fn records_in_runs_answer_like_a_list(
+            steps in prop::collection::vec((1i64..4, any::<bool>(), 0u32..1000), 0..300),
+            within in 0usize..320,
+        ) {
+            let mut list = Vec::new();
+            let mut row = 5;
+            for (step, from_log, element) in steps {
+                row += step;
+                let vector = match from_log {
+                    true => VectorSource::Log(row * 7),
+                    false => VectorSource::Hnsw(element),
+                };
+                list.push((row, vector));
+            }
+            let mut records = Records::default();
+            for &(row, vector) in &list {
+                records.push(row, vector);
+            }
+            prop_assert_eq!(records.len(), list.len());
+            for (position, &(row, vector)) in list.iter().enumerate() {
+                prop_assert_eq!(records.offset_id(position), row);
+                prop_assert_eq!(records.vector(position), Some(vector));
+            }
+            prop_assert_eq!(records.vector(list.len()), None);
+            for wanted in 0..row + 3 {
+                let expected = list.iter().position(|&(row, _)| row == wanted).filter(|&p| p < within);
+                prop_assert_eq!(records.position_of_row(wanted, within), expected, "row {}", wanted);
+            }
+        }
     }
 }
