@@ -95,9 +95,21 @@ impl BatchRows {
         Some(&self.text[self.ids[at].1.clone()])
     }
 
-    /// Adds a row of `embedding_metadata`; rows must come in (row, key) order.
+    /// Adds a row of `embedding_metadata`; rows must come in (row, key) order, or be put in it by
+    /// [`sort_scalars`](Self::sort_scalars) before they are read.
     pub fn push_scalar(&mut self, id: i64, key: Range<usize>, value: RowValue) {
         self.scalars.push(Row { id, key, value });
+    }
+
+    /// Puts scalars that were added in storage order into (row, key) order. Rows come mostly
+    /// grouped already (chroma stores a record's keys together), so this is a pass over the rows
+    /// and a sort of each record's few keys.
+    pub fn sort_scalars(&mut self) {
+        self.scalars.sort_by_key(|row| row.id);
+        let text = &self.text;
+        for record in self.scalars.chunk_by_mut(|a, b| a.id == b.id) {
+            record.sort_unstable_by(|a, b| text[a.key.clone()].cmp(&text[b.key.clone()]));
+        }
     }
 
     /// Adds an array element; elements must come in (row, key, order written) order.

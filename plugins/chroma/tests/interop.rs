@@ -339,6 +339,54 @@ fn extraction_equals_chromadb_get_exactly() {
     assert_same_as_dump(store.as_ref(), &dump);
 }
 
+/// A batch's metadata rows are read in storage order when they are stored together and through
+/// the `(id, key)` index otherwise: whatever the order of `embedding_metadata`'s rows, every
+/// collection reads the same, keys in the same order.
+#[test]
+fn metadata_rows_read_the_same_in_any_storage_order() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let built = dir.path().join("built");
+    tool(&python, &["build", built.to_str().expect("utf-8")]);
+    let read_all = |root: &Path| -> BTreeMap<String, Vec<Record>> {
+        let store = open(root, Access::ReadOnly).expect("opens");
+        let names = store.list_collections().expect("lists");
+        (names.into_iter())
+            .map(|name| (name.clone(), extract(store.as_ref(), &name, 100).expect("extracts")))
+            .collect()
+    };
+    let expected = read_all(&built);
+    assert!(
+        expected["big_cosine"].len() > 2000,
+        "the store has several batches a collection"
+    );
+    let orders = [
+        // Together but backwards: every batch in one span, nothing in (row, key) order.
+        "id DESC, key DESC",
+        // Neighbouring records' keys interleaved within a span.
+        "id / 4, key DESC, id",
+        // Scattered: a batch's span covers most of the table (read through the index).
+        "id % 3, id, key",
+        "random()",
+    ];
+    for (n, order) in orders.into_iter().enumerate() {
+        let copy = dir.path().join(format!("order{n}"));
+        copy_dir(&built, &copy);
+        let conn = rusqlite::Connection::open(copy.join("chroma.sqlite3")).expect("opens");
+        conn.execute_batch(&format!(
+            "CREATE TEMP TABLE rows AS SELECT * FROM embedding_metadata;
+             DELETE FROM embedding_metadata;
+             INSERT INTO embedding_metadata SELECT * FROM rows ORDER BY {order};"
+        ))
+        .expect("reorders");
+        drop(conn);
+        assert!(
+            read_all(&copy) == expected,
+            "the rows stored in the order {order} read differently"
+        );
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // 2. Stores written by ragged, read by chromadb
 
