@@ -79,7 +79,9 @@ pub mod testing;
 pub use backend::{Backend, Plugin};
 pub use error::{ErrorCode, PluginError};
 pub use ffi::BatchStream;
-pub use records::{Record, canonical_metadata, parse_metadata, validate_metadata};
+pub use records::{
+    MetadataScalar, MetadataScalars, Record, canonical_metadata, metadata_scalars, parse_metadata, validate_metadata,
+};
 pub use types::{
     Access, Capabilities, CollectionInfo, DistanceMetric, ExtractRequest, Hit, LoadMode, LoadRequest, LoadSummary,
     OpenRequest, PluginInfo, StorageReport,

@@ -20,7 +20,7 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{DataType, Field};
-use ragged_plugin_api::PluginError;
+use ragged_plugin_api::{MetadataScalar, MetadataScalars, PluginError};
 use serde_json::{Map, Number, Value};
 
 use crate::schema::columns;
@@ -53,14 +53,14 @@ impl Kind {
             .find(|k| k.name() == name)
     }
 
-    fn of(value: &Value) -> Option<Kind> {
+    fn of(value: &MetadataScalar<'_>) -> Option<Kind> {
         match value {
-            Value::Bool(_) => Some(Kind::Bool),
-            Value::String(_) => Some(Kind::Str),
-            Value::Number(n) if n.is_f64() => Some(Kind::Float),
-            Value::Number(n) if n.is_i64() => Some(Kind::Int),
-            // u64 beyond i64 fits no Int64 column.
-            _ => None,
+            MetadataScalar::Bool(_) => Some(Kind::Bool),
+            MetadataScalar::Str(_) => Some(Kind::Str),
+            MetadataScalar::Float(_) => Some(Kind::Float),
+            MetadataScalar::Int(_) => Some(Kind::Int),
+            // Arrays, and u64 beyond i64, which fits no Int64 column.
+            MetadataScalar::Other => None,
         }
     }
 
@@ -82,10 +82,10 @@ pub(crate) struct Promoted {
 
 impl Promoted {
     /// The keys of the first batch's metadata whose values all share one scalar type.
-    pub(crate) fn infer(metadata: &[Option<Map<String, Value>>]) -> Promoted {
+    pub(crate) fn infer(metadata: &[Option<MetadataScalars<'_>>]) -> Promoted {
         let mut seen: Vec<(String, Option<Kind>)> = Vec::new();
         for map in metadata.iter().flatten() {
-            for (key, value) in map {
+            for (key, value) in map.iter() {
                 let kind = Kind::of(value);
                 match seen.iter_mut().find(|(k, _)| k == key) {
                     Some((_, known)) => {
@@ -93,7 +93,7 @@ impl Promoted {
                             *known = None;
                         }
                     }
-                    None => seen.push((key.clone(), kind)),
+                    None => seen.push((key.to_owned(), kind)),
                 }
             }
         }
@@ -137,38 +137,50 @@ impl Promoted {
     }
 
     /// The typed columns for a batch's parsed metadata.
-    pub(crate) fn columns<'a>(&self, metadata: &'a [Option<Map<String, Value>>]) -> Vec<ArrayRef> {
+    pub(crate) fn columns<'a>(&self, metadata: &'a [Option<MetadataScalars<'a>>]) -> Vec<ArrayRef> {
         // Borrowed: a value is read where it was parsed, never cloned.
-        let get = |row: &'a Option<Map<String, Value>>, key: &str| row.as_ref().and_then(|m| m.get(key));
+        let get = |row: &'a Option<MetadataScalars<'a>>, key: &str| row.as_ref().and_then(|m| m.get(key));
         self.keys
             .iter()
             .map(|(key, kind)| -> ArrayRef {
                 match kind {
                     Kind::Int => {
                         let mut b = Int64Builder::with_capacity(metadata.len());
-                        metadata
-                            .iter()
-                            .for_each(|r| b.append_option(get(r, key).and_then(|v| v.as_i64())));
+                        metadata.iter().for_each(|r| {
+                            b.append_option(get(r, key).and_then(|v| match v {
+                                MetadataScalar::Int(i) => Some(*i),
+                                _ => None,
+                            }))
+                        });
                         Arc::new(b.finish())
                     }
                     Kind::Float => {
                         let mut b = Float64Builder::with_capacity(metadata.len());
                         metadata.iter().for_each(|r| {
-                            b.append_option(get(r, key).filter(|v| v.is_f64()).and_then(|v| v.as_f64()));
+                            b.append_option(get(r, key).and_then(|v| match v {
+                                MetadataScalar::Float(x) => Some(*x),
+                                _ => None,
+                            }));
                         });
                         Arc::new(b.finish())
                     }
                     Kind::Bool => {
                         let mut b = BooleanBuilder::with_capacity(metadata.len());
-                        metadata
-                            .iter()
-                            .for_each(|r| b.append_option(get(r, key).and_then(|v| v.as_bool())));
+                        metadata.iter().for_each(|r| {
+                            b.append_option(get(r, key).and_then(|v| match v {
+                                MetadataScalar::Bool(b) => Some(*b),
+                                _ => None,
+                            }))
+                        });
                         Arc::new(b.finish())
                     }
                     Kind::Str => {
                         let mut b = StringBuilder::with_capacity(metadata.len(), metadata.len() * 16);
                         metadata.iter().for_each(|r| {
-                            b.append_option(get(r, key).and_then(Value::as_str));
+                            b.append_option(get(r, key).and_then(|v| match v {
+                                MetadataScalar::Str(s) => Some(s.as_ref()),
+                                _ => None,
+                            }));
                         });
                         Arc::new(b.finish())
                     }
@@ -190,9 +202,9 @@ fn promotable(key: &str) -> bool {
 }
 
 /// Parses canonical metadata text (already validated by the host's rules or refused here).
-pub(crate) fn parse(text: Option<&str>, id: &str) -> Result<Option<Map<String, Value>>, PluginError> {
+pub(crate) fn parse<'a>(text: Option<&'a str>, id: &str) -> Result<Option<MetadataScalars<'a>>, PluginError> {
     let Some(text) = text else { return Ok(None) };
-    ragged_plugin_api::parse_metadata(text)
+    ragged_plugin_api::metadata_scalars(text)
         .map(Some)
         .map_err(|e| PluginError::invalid_input(format!("record '{id}': {e}")))
 }
@@ -295,7 +307,7 @@ mod tests {
     use arrow_array::{Float32Array, Int32Array, StringArray};
     use arrow_schema::Schema;
 
-    fn maps(texts: &[&str]) -> Vec<Option<Map<String, Value>>> {
+    fn maps<'a>(texts: &[&'a str]) -> Vec<Option<MetadataScalars<'a>>> {
         texts.iter().map(|t| parse(Some(t), "r").expect("valid")).collect()
     }
 

@@ -27,8 +27,7 @@ use lancedb::index::vector::IvfHnswSqIndexBuilder;
 use lancedb::table::{AddDataMode, NaNVectorBehavior};
 use lancedb::{Connection, Table};
 use ragged_plugin_api::arrow::check_schema;
-use ragged_plugin_api::{BatchStream, ErrorCode, LoadMode, LoadRequest, LoadSummary, PluginError};
-use serde_json::{Map, Value};
+use ragged_plugin_api::{BatchStream, ErrorCode, LoadMode, LoadRequest, LoadSummary, MetadataScalars, PluginError};
 
 use crate::metadata::{self, Promoted};
 use crate::options::{StoreOptions, VectorIndex};
@@ -421,7 +420,7 @@ fn keep_last_per_id(batch: &RecordBatch) -> Result<RecordBatch, PluginError> {
 }
 
 /// The metadata of every record, validated before anything is written.
-fn parse_metadata(batch: &RecordBatch) -> Result<Vec<Option<Map<String, Value>>>, PluginError> {
+fn parse_metadata(batch: &RecordBatch) -> Result<Vec<Option<MetadataScalars<'_>>>, PluginError> {
     let ids = batch.column(0).as_string::<i32>();
     let texts = batch.column(2).as_string::<i32>();
     let embeddings = batch.column(3).as_fixed_size_list();
@@ -444,7 +443,7 @@ fn table_batch(
     table_schema: &SchemaRef,
     promoted: &Promoted,
     batch: &RecordBatch,
-    parsed: &[Option<Map<String, Value>>],
+    parsed: &[Option<MetadataScalars<'_>>],
 ) -> Result<RecordBatch, PluginError> {
     let mut columns: Vec<ArrayRef> = vec![
         batch.column(0).clone(),
