@@ -125,10 +125,11 @@ pub fn metadata_scalars(json: &str) -> Result<MetadataScalars<'_>, String> {
         // parse_metadata words the errors, so both say the same.
         Err(error) => return Err(parse_metadata(json).err().unwrap_or_else(|| error.to_string())),
     };
-    // Last occurrence first, then a stable sort by key: deduplicating keeps each key's last value.
+    // Last occurrence first, then a stable sort by key: deduplicating keeps the first of each key,
+    // its last value in the text.
     let mut entries: Vec<_> = entries.into_iter().rev().collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    entries.dedup_by(|later, earlier| later.0 == earlier.0);
+    entries.dedup_by(|next, kept| next.0 == kept.0);
     let mut scalars = Vec::with_capacity(entries.len());
     for (key, value) in entries {
         match value {

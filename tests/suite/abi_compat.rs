@@ -48,6 +48,8 @@ fn interface_copy(version: &str, dest: &Path) {
             "rand_chacha = { workspace = true, optional = true }",
             "rand_chacha = { version = \"0.9\", optional = true }",
         )
+        // The property tests' dependency: no plugin build needs it.
+        .replace("[dev-dependencies]\nproptest.workspace = true\n", "")
         .replace("[lints]\nworkspace = true\n", "")
         + "\n[workspace]\n";
     std::fs::write(dest.join("Cargo.toml"), manifest).unwrap();
