@@ -95,6 +95,40 @@ pub enum MetadataScalar<'a> {
     Other,
 }
 
+impl MetadataScalar<'_> {
+    /// The integer, if this is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            MetadataScalar::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The float, if this is one (an integer is not).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            MetadataScalar::Float(x) => Some(*x),
+            _ => None,
+        }
+    }
+
+    /// The boolean, if this is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            MetadataScalar::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            MetadataScalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// The keys and scalars of one metadata object, sorted by key.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MetadataScalars<'a>(Vec<(Cow<'a, str>, MetadataScalar<'a>)>);

@@ -146,41 +146,29 @@ impl Promoted {
                 match kind {
                     Kind::Int => {
                         let mut b = Int64Builder::with_capacity(metadata.len());
-                        metadata.iter().for_each(|r| {
-                            b.append_option(get(r, key).and_then(|v| match v {
-                                MetadataScalar::Int(i) => Some(*i),
-                                _ => None,
-                            }))
-                        });
+                        metadata
+                            .iter()
+                            .for_each(|r| b.append_option(get(r, key).and_then(MetadataScalar::as_i64)));
                         Arc::new(b.finish())
                     }
                     Kind::Float => {
                         let mut b = Float64Builder::with_capacity(metadata.len());
                         metadata.iter().for_each(|r| {
-                            b.append_option(get(r, key).and_then(|v| match v {
-                                MetadataScalar::Float(x) => Some(*x),
-                                _ => None,
-                            }));
+                            b.append_option(get(r, key).and_then(MetadataScalar::as_f64));
                         });
                         Arc::new(b.finish())
                     }
                     Kind::Bool => {
                         let mut b = BooleanBuilder::with_capacity(metadata.len());
-                        metadata.iter().for_each(|r| {
-                            b.append_option(get(r, key).and_then(|v| match v {
-                                MetadataScalar::Bool(b) => Some(*b),
-                                _ => None,
-                            }))
-                        });
+                        metadata
+                            .iter()
+                            .for_each(|r| b.append_option(get(r, key).and_then(MetadataScalar::as_bool)));
                         Arc::new(b.finish())
                     }
                     Kind::Str => {
                         let mut b = StringBuilder::with_capacity(metadata.len(), metadata.len() * 16);
                         metadata.iter().for_each(|r| {
-                            b.append_option(get(r, key).and_then(|v| match v {
-                                MetadataScalar::Str(s) => Some(s.as_ref()),
-                                _ => None,
-                            }));
+                            b.append_option(get(r, key).and_then(MetadataScalar::as_str));
                         });
                         Arc::new(b.finish())
                     }
