@@ -148,6 +148,8 @@ pub fn run_backend(ctx: &Context, backend: &str, workload: &Workload, truth: &[V
         .map(|chunk| records_to_batch(chunk, workload.dimension))
         .collect::<Result<Vec<_>, _>>()?;
     let stream = BatchStream::from_batches(canonical_schema(workload.dimension), batches);
+    // The allocator as a migration's stream has it, so ingest measures what a migration's load does.
+    let _streaming = crate::allocator::streaming();
     let before = reset_peak_rss();
     let started = Instant::now();
     store

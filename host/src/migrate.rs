@@ -421,8 +421,7 @@ fn load_all(
             done: state.records_done,
             batch_size: run.batch_size,
         });
-        // What the source freed while preparing (its describe) goes back before the long stream.
-        crate::allocator::release_freed();
+        let _streaming = crate::allocator::streaming();
         let request = ExtractRequest::records(run.batch_size, state.records_done);
         let stream = source
             .backend
