@@ -29,8 +29,9 @@ mod write;
 use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use lance::session::{CacheSpec, Session};
 use lancedb::Connection;
 use ragged_plugin_api::{
     Access, Backend, BatchStream, Capabilities, CollectionInfo, ErrorCode, ExtractRequest, Hit, LoadRequest,
@@ -118,7 +119,8 @@ impl Plugin for LanceStore {
         let uri = root
             .to_str()
             .ok_or_else(|| PluginError::invalid_input(format!("{} is not valid UTF-8", root.display())))?;
-        let db = block_on(lancedb::connect(uri).execute())?.map_err(|e| lance_error(uri, e))?;
+        let db = block_on(lancedb::connect(uri).session(session(METADATA_CACHE_BYTES)).execute())?
+            .map_err(|e| lance_error(uri, e))?;
         Ok(LanceStore {
             root,
             access: request.access,
@@ -127,6 +129,22 @@ impl Plugin for LanceStore {
             written: Mutex::default(),
         })
     }
+}
+
+/// How many bytes of table metadata (manifests, data file footers) a store's session caches.
+/// Lance caches the manifest of every version it commits, and each lists every fragment, so a
+/// migration's one commit per checkpoint added up with the square of the loads: 7 MB after the
+/// 100 loads of a million records, hundreds of MB at ten million under Lance's 1 GiB default.
+/// What is evicted is read again from the table when needed (docs/benchmarks.md, finding 31).
+const METADATA_CACHE_BYTES: usize = 4 << 20;
+
+/// A session like lancedb's default, with a metadata cache of `metadata_cache_bytes`.
+fn session(metadata_cache_bytes: usize) -> Arc<Session> {
+    Arc::new(Session::with_cache_backends(
+        CacheSpec::Default,
+        CacheSpec::Size(metadata_cache_bytes),
+        Default::default(),
+    ))
 }
 
 impl Backend for LanceStore {
@@ -210,3 +228,52 @@ impl Backend for LanceStore {
 }
 
 ragged_plugin_api::export_plugin!(LanceStore);
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::{Int32Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    /// What `session` caches beyond its start after a table is created and appended to, one row
+    /// and one commit at a time, `commits` times in all.
+    fn cached_by_commits(session: Arc<Session>, commits: i32) -> u64 {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let uri = dir.path().to_str().expect("UTF-8 path").to_owned();
+        let before = session.size_bytes();
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int32, false)]));
+        let row =
+            |n: i32| RecordBatch::try_new(schema.clone(), vec![Arc::new(Int32Array::from(vec![n]))]).expect("row");
+        block_on(async {
+            let db = lancedb::connect(&uri)
+                .session(session.clone())
+                .execute()
+                .await
+                .expect("connect");
+            let table = db.create_table("t", row(0)).execute().await.expect("create");
+            for n in 1..commits {
+                table.add(row(n)).execute().await.expect("append");
+            }
+        })
+        .expect("runtime");
+        session.size_bytes() - before
+    }
+
+    #[test]
+    fn a_stores_metadata_cache_stays_within_its_bound_however_many_commits() {
+        const BOUND: usize = 64 << 10;
+        // Lance's default session keeps every version's manifest: far above the bound here.
+        let unbounded = cached_by_commits(Arc::new(Session::default()), 60);
+        assert!(
+            unbounded > 2 * BOUND as u64,
+            "the default session cached only {unbounded} bytes"
+        );
+        // The bound weighs the entries; the session's size also counts the cache's own tables.
+        let bounded = cached_by_commits(session(BOUND), 60);
+        assert!(
+            bounded <= BOUND as u64 * 5 / 4,
+            "a session bounded at {BOUND} bytes cached {bounded}"
+        );
+    }
+}
