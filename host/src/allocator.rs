@@ -7,10 +7,10 @@
 /// - Arenas: glibc gives threads that allocate at once arenas of their own (up to eight per core)
 ///   and keeps what is freed in each for that arena: the reader, the writer and the plugins'
 ///   runtime threads of a migration held about 35 MB more at 100k records than with two.
-/// - Top pad: glibc's own default (128 KiB), set so that glibc keeps its mmap threshold at
-///   128 KiB instead of raising it as large blocks are freed. A block that large, such as the
+/// - Top pad and mmap threshold: glibc's defaults (128 KiB each), set so that glibc keeps the
+///   threshold instead of raising it as large blocks are freed. A block that large, such as the
 ///   tables a source builds to plan its reads, is then a memory map of its own, unmapped when
-///   freed, instead of a piece of an arena's heap that stays resident (see [`streaming`]).
+///   freed, instead of a piece of an arena's heap that may stay resident (see [`streaming`]).
 pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -20,13 +20,14 @@ pub fn tune() {
 }
 
 /// glibc's settings for loading a stream of batches into a store, until the guard is dropped.
-/// What the source freed while preparing goes back first; then the top pad is 64 MiB: Lance's
-/// encoder allocates and frees buffers of several MB for every page it writes, and with a small
-/// pad glibc shrank its heaps after each, so the next page's buffers were fresh pages the kernel
-/// had to zero (chroma → lance at 100k records about 10% slower). The pad is not kept for the
-/// whole process because glibc never shrinks a thread arena's heap (64 MiB at most) under a pad
-/// that large: what the source's preparation touched there (tens of MB at a million records)
-/// would stay resident through the stream.
+/// What the source freed while preparing goes back first; then the top pad is 64 MiB and the
+/// mmap threshold 32 MiB. Lance's encoder allocates and frees buffers of several MB for every
+/// page it writes: as memory maps, or in heaps that glibc shrinks after each, the next page's
+/// buffers were fresh pages the kernel had to zero (chroma → lance at 100k records about 10%
+/// slower); with these settings they come from heaps that keep their pages. Not for the whole
+/// process, because glibc never shrinks a thread arena's heap (64 MiB at most) under that pad:
+/// what the source's preparation touched there (tens of MB at a million records) would stay
+/// resident through the stream.
 #[must_use = "the stream's settings last as long as the guard"]
 pub fn streaming() -> Streaming {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -37,7 +38,7 @@ pub fn streaming() -> Streaming {
     Streaming { _private: () }
 }
 
-/// Returned by [`streaming`]; dropping it sets the process's top pad back.
+/// Returned by [`streaming`]; dropping it sets the process's settings back.
 pub struct Streaming {
     _private: (),
 }
@@ -65,7 +66,7 @@ mod glibc {
     pub fn set(variable: &str, parameter: libc::c_int, value: libc::c_int) {
         if std::env::var_os(variable).is_none() {
             // SAFETY: mallopt only sets an allocator parameter. Threads allocating meanwhile read
-            // the top pad, one aligned word, without a lock, and either value is a valid pad.
+            // the pad and the threshold, aligned words, without a lock; either value is valid.
             unsafe {
                 libc::mallopt(parameter, value);
             }

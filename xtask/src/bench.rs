@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::{build, project_root, venv};
@@ -363,6 +363,7 @@ impl Bench {
                     std::fs::remove_dir_all(root.join(path))?;
                 }
             }
+            flush_writes()?;
             warm(&root.join(&source))?;
             migrations.push(self.measure_in(&home, &ragged, &args)?);
             let run = only_run(&root.join(&home))?;
@@ -430,7 +431,9 @@ impl Bench {
         )
     }
 
-    /// The median of `runs` runs, each after warming `source` and removing `output`.
+    /// The median of `runs` runs, each after removing `output`, flushing what earlier runs wrote
+    /// (so that no run shares the disk and a core with the writeback of another's output) and
+    /// warming `source`.
     fn median(
         &self,
         runs: usize,
@@ -447,6 +450,7 @@ impl Bench {
             {
                 std::fs::remove_dir_all(root.join(output))?;
             }
+            flush_writes()?;
             warm(&root.join(source))?;
             usages.push(self.measure_in(&self.work.join("home"), program, args)?);
         }
@@ -514,8 +518,8 @@ impl Bench {
         writeln!(
             out,
             "`cargo xtask bench{flags}`, started {} UTC, release build. Each figure is the median of {} \
-             runs (one at 1M records and for LEANN), after reading the source store once (warm page \
-             cache). Read and written are bytes through system calls (`rchar`/`wchar`), page-cache \
+             runs (one at 1M records and for LEANN), each after a `sync` and reading the source store \
+             once (warm page cache). Read and written are bytes through system calls (`rchar`/`wchar`), page-cache \
              hits included, memory maps not.\n",
             started.strftime("%Y-%m-%d %H:%M"),
             self.runs
@@ -685,6 +689,13 @@ fn median_usage(usages: Vec<Usage>) -> Usage {
         read_bytes: median(|u| u.read_bytes as f64) as u64,
         written_bytes: median(|u| u.written_bytes as f64) as u64,
     }
+}
+
+/// Writes every dirty page to disk (`sync`).
+fn flush_writes() -> Result<()> {
+    let status = Command::new("sync").status().context("running sync")?;
+    ensure!(status.success(), "sync failed with {status}");
+    Ok(())
 }
 
 /// Reads every file under `dir` once, so the measured run finds them in the page cache.
