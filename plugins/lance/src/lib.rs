@@ -134,7 +134,7 @@ impl Plugin for LanceStore {
 /// How many bytes of table metadata (manifests, data file footers) a store's session caches.
 /// Lance caches the manifest of every version it commits, and each lists every fragment, so a
 /// migration's one commit per checkpoint added up with the square of the loads: 7 MB after the
-/// 100 loads of a million records, hundreds of MB at ten million under Lance's 1 GiB default.
+/// 100 loads of a million records, by the same growth hundreds of MB at ten million.
 /// What is evicted is read again from the table when needed (docs/benchmarks.md, finding 31).
 const METADATA_CACHE_BYTES: usize = 4 << 20;
 
