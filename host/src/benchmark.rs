@@ -148,8 +148,9 @@ pub fn run_backend(ctx: &Context, backend: &str, workload: &Workload, truth: &[V
         .map(|chunk| records_to_batch(chunk, workload.dimension))
         .collect::<Result<Vec<_>, _>>()?;
     let stream = BatchStream::from_batches(canonical_schema(workload.dimension), batches);
-    // The allocator as a migration's stream has it, so ingest measures what a migration's load does.
-    let _streaming = crate::allocator::streaming();
+    // The allocator as a migration's stream has it, so ingest measures what a migration's load
+    // does; the queries after it run with the process's settings, as `ragged backend query` does.
+    let streaming = crate::allocator::streaming();
     let before = reset_peak_rss();
     let started = Instant::now();
     store
@@ -163,6 +164,7 @@ pub fn run_backend(ctx: &Context, backend: &str, workload: &Workload, truth: &[V
         )
         .in_store(&store, "load the benchmark records")?;
     let ingest_seconds = started.elapsed().as_secs_f64();
+    drop(streaming);
     let mut result = BackendResult {
         backend: backend.to_owned(),
         ingest_records_per_second: workload.records.len() as f64 / ingest_seconds.max(1e-9),
