@@ -518,9 +518,9 @@ impl Bench {
         writeln!(
             out,
             "`cargo xtask bench{flags}`, started {} UTC, release build. Each figure is the median of {} \
-             runs (one at 1M records and for LEANN), each after a `sync` and reading the source store \
-             once (warm page cache). Read and written are bytes through system calls (`rchar`/`wchar`), page-cache \
-             hits included, memory maps not.\n",
+             runs (one at 1M records and for LEANN), each after a `sync` and reading the source \
+             store once (warm page cache). Read and written are bytes through system calls \
+             (`rchar`/`wchar`), page-cache hits included, memory maps not.\n",
             started.strftime("%Y-%m-%d %H:%M"),
             self.runs
         )?;
